@@ -1,0 +1,35 @@
+"""SAC Flow for TorchRL: flow-matching policies trained end to end with off-policy SAC.
+
+Public API::
+
+    from torchrl_sacflow import (make_flow_actor, SACFlowLoss, FlowMatchingLoss,
+                                 MLPVelocity, GatedVelocity, TransformerVelocity)
+"""
+from torchrl_sacflow.modules import (
+    FlowPathDistribution,
+    FlowRollout,
+    GatedVelocity,
+    MLPVelocity,
+    TransformerVelocity,
+    VelocityField,
+    get_flow_rollout,
+    make_flow_actor,
+    velocity_module,
+)
+from torchrl_sacflow.objectives import FlowMatchingLoss, SACFlowLoss
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "make_flow_actor",
+    "get_flow_rollout",
+    "SACFlowLoss",
+    "FlowMatchingLoss",
+    "MLPVelocity",
+    "GatedVelocity",
+    "TransformerVelocity",
+    "VelocityField",
+    "FlowRollout",
+    "FlowPathDistribution",
+    "velocity_module",
+]

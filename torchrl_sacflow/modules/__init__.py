@@ -1,0 +1,15 @@
+from torchrl_sacflow.modules.flow_actor import (
+    FlowPathDistribution,
+    FlowRollout,
+    FlowStateModule,
+    StateLogStd,
+    get_flow_rollout,
+    make_flow_actor,
+)
+from torchrl_sacflow.modules.velocity import (
+    GatedVelocity,
+    MLPVelocity,
+    TransformerVelocity,
+    VelocityField,
+    velocity_module,
+)

@@ -1,0 +1,520 @@
+"""The noise-augmented flow rollout as a TorchRL ``ProbabilisticActor`` (ALGORITHM.md §3).
+
+SAC needs ``log π(a|s)``, which the deterministic K-step rollout does not have. Each Euler step is
+made Gaussian with a drift correction that keeps the marginal of ``A_1``:
+
+    A_{i+1} = A_i + b_θ(t_i, A_i, s) Δt + σ √Δt ε_i
+    b_θ     = v_θ · (1 − t + t σ²/2) / (1 − t)  −  A σ² / (2 (1 − t))
+
+so the joint density of the path ``A_0 .. A_K`` is a product of Gaussians and exact. Its log is
+what SAC uses in place of the intractable marginal, plus the tanh and affine-rescale Jacobians.
+
+Pieces:
+
+* :class:`FlowRollout` — the sampler (velocity, K, σ override, action bounds). K and σ are plain
+  attributes, so evaluation can sample with another K or σ than training did.
+* :class:`FlowPathDistribution` — a ``torch.distributions.Distribution`` over the final action
+  that implements ``rsample_and_log_prob`` (what :class:`~torchrl.objectives.SACLoss` calls) and
+  ``deterministic_sample`` (the noise-free ODE). ``log_prob`` of an arbitrary action raises.
+* :class:`FlowStateModule` — the actor's parameter module: concatenates the observation keys and
+  produces log σ (learned state-only head or a fixed value).
+* :func:`make_flow_actor` — builds the ``ProbabilisticActor`` in one line.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from tensordict.nn import TensorDictModule
+from torch import nn
+from torch.distributions import Distribution
+from torchrl.data import Bounded, TensorSpec
+from torchrl.modules import ProbabilisticActor
+
+from torchrl_sacflow.modules.velocity import (
+    GatedVelocity,
+    MLPVelocity,
+    TransformerVelocity,
+    VelocityField,
+)
+
+__all__ = [
+    "FlowRollout",
+    "FlowPathDistribution",
+    "FlowStateModule",
+    "StateLogStd",
+    "make_flow_actor",
+    "get_flow_rollout",
+    "tanh_log_abs_det_jacobian",
+]
+
+_LOG_2PI = math.log(2 * math.pi)
+_LOG_2 = math.log(2.0)
+
+
+def tanh_log_abs_det_jacobian(pre_tanh: torch.Tensor) -> torch.Tensor:
+    """``log(1 − tanh(x)²)`` summed over the last dim, in the form that stays finite for large |x|."""
+    return (2.0 * (_LOG_2 - pre_tanh - F.softplus(-2.0 * pre_tanh))).sum(-1)
+
+
+class StateLogStd(nn.Module):
+    """A learned, clamped, state-dependent log σ head.
+
+    σ depends on the state only (never on the intermediate action), which is what the drift
+    correction's derivation assumes, and lets the head run once per rollout. The output is squashed
+    smoothly into ``[low, high]`` (a hard clamp would cut the gradient at the bounds).
+
+    Args:
+        observation_dim (int): flat observation size.
+        action_dim (int): action size ``d``.
+
+    Keyword Args:
+        hidden_sizes (sequence of int): default ``(256, 256)``.
+        log_std_bounds (tuple of float): ``(low, high)`` bounds of log σ. Default ``(-5, 2)``.
+        num_steps (int, optional): if given, one σ per Euler step (output ``[..., K, d]``);
+            otherwise σ is shared across steps (output ``[..., d]``).
+    """
+
+    def __init__(
+        self,
+        observation_dim: int,
+        action_dim: int,
+        *,
+        hidden_sizes: Sequence[int] = (256, 256),
+        log_std_bounds: tuple[float, float] = (-5.0, 2.0),
+        num_steps: int | None = None,
+    ):
+        super().__init__()
+        low, high = (float(b) for b in log_std_bounds)
+        if not low < high:
+            raise ValueError(f"log_std_bounds must satisfy low < high, got {log_std_bounds}")
+        self.low, self.high = low, high
+        self.action_dim = action_dim
+        self.num_steps = num_steps
+        out = action_dim * (num_steps or 1)
+        layers: list[nn.Module] = []
+        last = observation_dim
+        for h in hidden_sizes:
+            layers += [nn.Linear(last, h), nn.ReLU()]
+            last = h
+        layers.append(nn.Linear(last, out))
+        self.net = nn.Sequential(*layers)
+        with torch.no_grad():  # start at the middle of the range, independent of the state
+            self.net[-1].weight.mul_(0.01)
+            self.net[-1].bias.zero_()
+
+    def forward(self, observation: torch.Tensor) -> torch.Tensor:
+        x = torch.tanh(self.net(observation))
+        log_std = self.low + 0.5 * (self.high - self.low) * (x + 1.0)
+        if self.num_steps:
+            log_std = log_std.unflatten(-1, (self.num_steps, self.action_dim))
+        return log_std
+
+
+class FlowRollout(nn.Module):
+    """The K-step flow sampler with the drift-corrected Gaussian steps and the path log-density.
+
+    Args:
+        velocity (nn.Module): the velocity network, a :class:`VelocityField` (uses its
+            ``encode_state``/``step`` split) or any module with ``forward(action, observation, time)``.
+        action_dim (int): size of the pre-tanh action.
+
+    Keyword Args:
+        num_steps (int): K, the number of Euler steps. Default 4.
+        action_low, action_high (Tensor or float): bounds of the env action; the rollout output
+            ``tanh(A_K)`` is affinely rescaled to them. Default ``-1``/``1``.
+        drift_correction (bool): use the drift ``b_θ`` of ALGORITHM.md §3 (default). ``False`` is
+            the public reference code's uncorrected variant (``b = v``), kept only as a named
+            ablation: its noisy rollout does not have the ODE's marginal.
+        per_step_noise (bool): whether log σ comes as one value per step (``[..., K, d]``).
+
+    Attributes:
+        num_steps (int): K; settable on a built actor (e.g. evaluate with more steps).
+        noise_std (float or None): when set, overrides the log σ given by the actor's parameter
+            module for *sampling* (e.g. analysis at another σ). ``None`` uses the actor's own σ.
+    """
+
+    def __init__(
+        self,
+        velocity: nn.Module,
+        action_dim: int,
+        *,
+        num_steps: int = 4,
+        action_low: torch.Tensor | float = -1.0,
+        action_high: torch.Tensor | float = 1.0,
+        drift_correction: bool = True,
+        per_step_noise: bool = False,
+    ):
+        super().__init__()
+        self.velocity = velocity
+        self.action_dim = int(action_dim)
+        self.drift_correction = bool(drift_correction)
+        self.per_step_noise = bool(per_step_noise)
+        self._train_num_steps = int(num_steps)
+        self.num_steps = num_steps
+        self.noise_std = None
+        # Set (by SACFlowLoss) while the per-step gradient diagnostic needs A_0 in the graph.
+        self.record_path_grads = False
+        low = torch.as_tensor(action_low, dtype=torch.float32).expand(self.action_dim).clone()
+        high = torch.as_tensor(action_high, dtype=torch.float32).expand(self.action_dim).clone()
+        if not torch.all(high > low):
+            raise ValueError("action bounds must satisfy high > low in every dimension")
+        self.register_buffer("action_loc", (high + low) / 2)
+        self.register_buffer("action_scale", (high - low) / 2)
+
+    # -- settings --------------------------------------------------------------------------
+    @property
+    def num_steps(self) -> int:
+        return self._num_steps
+
+    @num_steps.setter
+    def num_steps(self, value: int) -> None:
+        if int(value) != value or value < 1:
+            raise ValueError(f"num_steps (K) must be an integer >= 1, got {value!r}")
+        if self.per_step_noise and int(value) != self._train_num_steps:
+            raise ValueError(
+                f"this actor has one σ per step for K={self._train_num_steps}; it cannot sample "
+                f"with K={value} (set a fixed noise_std or build it with shared σ)"
+            )
+        self._num_steps = int(value)
+
+    @property
+    def noise_std(self) -> float | None:
+        return self._noise_std
+
+    @noise_std.setter
+    def noise_std(self, value: float | None) -> None:
+        if value is not None and not value > 0:
+            raise ValueError(f"noise_std (σ) must be > 0, got {value!r}")
+        self._noise_std = None if value is None else float(value)
+
+    # -- the rollout -----------------------------------------------------------------------
+    def _encode(self, observation: torch.Tensor):
+        if isinstance(self.velocity, VelocityField):
+            return self.velocity.encode_state(observation)
+        return observation
+
+    def _velocity(self, action, context, time: float) -> torch.Tensor:
+        if isinstance(self.velocity, VelocityField):
+            return self.velocity.step(action, context, time)
+        return self.velocity(action, context, action.new_full((*action.shape[:-1], 1), time))
+
+    def _step_log_std(self, log_std: torch.Tensor, i: int) -> torch.Tensor:
+        return log_std[..., i, :] if self.per_step_noise else log_std
+
+    def resolve_log_std(self, log_std: torch.Tensor) -> torch.Tensor:
+        """Apply the sampling-time σ override, if any."""
+        if self._noise_std is None:
+            return log_std
+        return torch.full_like(log_std, math.log(self._noise_std))
+
+    def drift(self, velocity: torch.Tensor, action: torch.Tensor, t: float, var: torch.Tensor):
+        """``b_θ`` of ALGORITHM.md §3 (or ``v`` without the correction)."""
+        if not self.drift_correction:
+            return velocity
+        return velocity * ((1.0 - t + t * var / 2.0) / (1.0 - t)) - action * (var / (2.0 * (1.0 - t)))
+
+    def squash(self, pre_tanh: torch.Tensor) -> torch.Tensor:
+        return self.action_loc + self.action_scale * torch.tanh(pre_tanh)
+
+    def rollout(
+        self,
+        observation: torch.Tensor,
+        log_std: torch.Tensor,
+        *,
+        deterministic: bool = False,
+        base_noise: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        """Run K steps; return ``(action, path log-density, [A_0, .., A_K])``.
+
+        With ``deterministic=False`` the steps are the drift-corrected Gaussian ones and the
+        log-density of each transition is evaluated from its own noise draw (the value the density
+        takes at the reparameterised point, exact). With ``deterministic=True`` the path is the
+        noise-free ODE and its log-density under the same transition kernel is returned.
+        """
+        log_std = self.resolve_log_std(log_std)
+        K = self._num_steps
+        dt = 1.0 / K
+        batch_shape = observation.shape[:-1]
+        if base_noise is None:
+            a = torch.randn(
+                (*batch_shape, self.action_dim), device=observation.device, dtype=observation.dtype
+            )
+        else:
+            a = base_noise
+        if self.record_path_grads and torch.is_grad_enabled():
+            a = a.detach().requires_grad_(True)
+        log_prob = -0.5 * (a.pow(2).sum(-1) + self.action_dim * _LOG_2PI)
+        path = [a]
+        context = self._encode(observation)
+        half_log_dt = 0.5 * math.log(dt)
+        if not self.per_step_noise:
+            std, var = log_std.exp(), (2.0 * log_std).exp()
+            log_norm = -(log_std.sum(-1) + self.action_dim * (half_log_dt + 0.5 * _LOG_2PI))
+        for i in range(K):
+            t = i * dt
+            if self.per_step_noise:
+                ls = log_std[..., i, :]
+                std, var = ls.exp(), (2.0 * ls).exp()
+                log_norm = -(ls.sum(-1) + self.action_dim * (half_log_dt + 0.5 * _LOG_2PI))
+            v = self._velocity(a, context, t)
+            mean = a + dt * self.drift(v, a, t, var)
+            if deterministic:
+                a_next = a + dt * v
+                z = (a_next - mean) / (std * math.sqrt(dt))
+            else:
+                z = torch.randn_like(a)
+                a_next = mean + (std * math.sqrt(dt)) * z
+            log_prob = log_prob + log_norm - 0.5 * z.pow(2).sum(-1)
+            a = a_next
+            path.append(a)
+        log_prob = log_prob - tanh_log_abs_det_jacobian(a) - self.action_scale.log().sum()
+        return self.squash(a), log_prob, path
+
+
+class FlowPathDistribution(Distribution):
+    """Distribution of the final action of a noise-augmented flow rollout.
+
+    Sampling runs :class:`FlowRollout`; the returned log-probability is the exact joint *path*
+    log-density ``log p(A_0..A_K | s)`` plus the tanh/rescale Jacobian, which SAC uses in place of
+    the marginal ``log π(a|s)``. The marginal itself is intractable, so :meth:`log_prob` only
+    answers for the sample this distribution just drew (the value TorchRL's
+    ``ProbabilisticActor(return_log_prob=True)`` asks for) and raises for any other action.
+
+    Args:
+        observation (Tensor): flat observation, shape ``[*batch, n]``.
+        log_std (Tensor): log σ, shape ``[*batch, d]`` (or ``[*batch, K, d]`` per step).
+        rollout (FlowRollout): the sampler (holds the velocity network, K and the bounds).
+
+    Attributes:
+        last_path (list of Tensor): ``[A_0, .., A_K]`` of the most recent sample (pre-tanh), kept
+            for diagnostics such as per-step gradient norms.
+    """
+
+    has_rsample = True
+    arg_constraints: dict = {}
+
+    def __init__(self, observation: torch.Tensor, log_std: torch.Tensor, rollout: FlowRollout):
+        self.observation = observation
+        self.log_std = log_std
+        self.rollout = rollout
+        self.last_path: list[torch.Tensor] | None = None
+        self._last_sample = None
+        self._last_log_prob = None
+        super().__init__(
+            batch_shape=observation.shape[:-1],
+            event_shape=torch.Size([rollout.action_dim]),
+            validate_args=False,
+        )
+
+    def _expand_inputs(self, sample_shape):
+        sample_shape = torch.Size(sample_shape)
+        obs, log_std = self.observation, self.log_std
+        if sample_shape:
+            obs = obs.expand(*sample_shape, *obs.shape)
+            log_std = log_std.expand(*sample_shape, *log_std.shape)
+        return obs, log_std
+
+    def _run(self, sample_shape, deterministic: bool):
+        obs, log_std = self._expand_inputs(sample_shape)
+        action, log_prob, path = self.rollout.rollout(obs, log_std, deterministic=deterministic)
+        self._last_sample, self._last_log_prob, self.last_path = action, log_prob, path
+        return action, log_prob
+
+    def rsample_and_log_prob(self, sample_shape=torch.Size()) -> tuple[torch.Tensor, torch.Tensor]:
+        """Draw a reparameterised action and its path log-density (one rollout)."""
+        return self._run(sample_shape, deterministic=False)
+
+    def sample_and_log_prob(self, sample_shape=torch.Size()) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.no_grad():
+            return self._run(sample_shape, deterministic=False)
+
+    def rsample(self, sample_shape=torch.Size()) -> torch.Tensor:
+        return self._run(sample_shape, deterministic=False)[0]
+
+    def sample(self, sample_shape=torch.Size()) -> torch.Tensor:
+        with torch.no_grad():
+            return self._run(sample_shape, deterministic=False)[0]
+
+    @property
+    def deterministic_sample(self) -> torch.Tensor:
+        """The noise-free ODE rollout (base noise still drawn from N(0, I))."""
+        return self._run(torch.Size(), deterministic=True)[0]
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        if value is self._last_sample and self._last_log_prob is not None:
+            return self._last_log_prob
+        raise NotImplementedError(
+            "FlowPathDistribution.log_prob is only defined for the action this distribution just "
+            "sampled: the marginal density of a flow policy's action (an integral over all K-step "
+            "paths that end there) is intractable. Use rsample_and_log_prob() / "
+            "sample_and_log_prob(), which return the exact path log-density of the draw."
+        )
+
+    def entropy(self):
+        raise NotImplementedError("the entropy of a flow policy has no closed form")
+
+
+class FlowStateModule(nn.Module):
+    """Parameter module of the flow actor: log σ (and the concatenated observation) for the distribution.
+
+    It also owns the :class:`FlowRollout` (and so the velocity parameters), which makes every
+    parameter of the policy visible to ``actor.parameters()``, ``TensorDict.from_module`` and the
+    weight sync of multiprocess collectors.
+    """
+
+    def __init__(
+        self,
+        rollout: FlowRollout,
+        log_std_head: nn.Module | None,
+        noise_std: float | None,
+        *,
+        concat_only: bool = False,
+    ):
+        super().__init__()
+        self.concat_only = concat_only
+        if log_std_head is None and noise_std is None:
+            raise ValueError("give either a log-std head or a fixed noise_std")
+        self.rollout = rollout
+        self.log_std_head = log_std_head
+        self.fixed_log_std = None if noise_std is None else math.log(noise_std)
+
+    def forward(self, *observations: torch.Tensor):
+        obs = observations[0] if len(observations) == 1 else torch.cat(observations, dim=-1)
+        if self.log_std_head is not None:
+            log_std = self.log_std_head(obs)
+        else:
+            shape = (*obs.shape[:-1], self.rollout.action_dim)
+            log_std = obs.new_full(shape, self.fixed_log_std)
+        if self.concat_only:
+            return log_std
+        return obs, log_std
+
+
+_VELOCITIES = {"transformer": TransformerVelocity, "gru": GatedVelocity, "mlp": MLPVelocity}
+_VELOCITY_ALIASES = {"flow_t": "transformer", "flow_g": "gru", "flow_mlp": "mlp", "gated": "gru", "t": "transformer", "g": "gru"}
+
+
+def make_flow_actor(
+    action_spec: TensorSpec,
+    observation_dim: int,
+    *,
+    velocity: str | nn.Module = "transformer",
+    num_steps: int = 4,
+    noise_std: float | None = None,
+    in_keys: Sequence = ("observation",),
+    out_key="action",
+    velocity_kwargs: dict | None = None,
+    log_std_kwargs: dict | None = None,
+    per_step_noise: bool = False,
+    drift_correction: bool = True,
+    return_log_prob: bool = True,
+) -> ProbabilisticActor:
+    """Build a SAC Flow policy as a TorchRL :class:`~torchrl.modules.ProbabilisticActor`.
+
+    Args:
+        action_spec (TensorSpec): a bounded action spec (``Bounded``); the flow's ``tanh(A_K)`` is
+            rescaled to its bounds. Its last dimension is the action size (× chunk length).
+        observation_dim (int): size of the flat observation (sum of the ``in_keys`` sizes).
+
+    Keyword Args:
+        velocity (str or nn.Module): ``"transformer"`` (Flow-T, default), ``"gru"`` (Flow-G),
+            ``"mlp"`` (naive) or a velocity module of your own.
+        num_steps (int): K, Euler steps. Default 4.
+        noise_std (float, optional): a fixed σ (offline-to-online, paper 0.10). ``None`` (default)
+            learns a state-dependent, clamped log σ head (from scratch).
+        in_keys (sequence of keys): observation keys, concatenated in this order.
+        out_key: where the action is written. Default ``"action"``.
+        velocity_kwargs (dict, optional): extra arguments for the velocity class.
+        log_std_kwargs (dict, optional): extra arguments for :class:`StateLogStd`.
+        per_step_noise (bool): one learned σ per Euler step instead of one shared σ.
+        drift_correction (bool): see :class:`FlowRollout`. Default ``True``.
+        return_log_prob (bool): write the path log-density next to the action. Default ``True``.
+
+    Returns:
+        A ``ProbabilisticActor`` writing ``out_key`` and (``return_log_prob``) its log-prob. Under
+        ``set_exploration_type(ExplorationType.DETERMINISTIC)`` it runs the noise-free ODE.
+
+    Examples:
+        >>> import torch
+        >>> from torchrl.data import Bounded
+        >>> from tensordict import TensorDict
+        >>> from torchrl.envs.utils import ExplorationType, set_exploration_type
+        >>> spec = Bounded(-2.0, 2.0, shape=(3,))
+        >>> actor = make_flow_actor(spec, observation_dim=5, velocity="gru")
+        >>> td = TensorDict({"observation": torch.randn(8, 5)}, batch_size=[8])
+        >>> with set_exploration_type(ExplorationType.RANDOM):
+        ...     td = actor(td)
+        >>> td["action"].shape, td["action_log_prob"].shape
+        (torch.Size([8, 3]), torch.Size([8]))
+        >>> get_flow_rollout(actor).num_steps = 10  # sample with another K
+    """
+    if not isinstance(action_spec, Bounded):
+        raise TypeError(
+            f"make_flow_actor needs a Bounded action spec (the flow squashes with tanh), got "
+            f"{type(action_spec).__name__}"
+        )
+    if int(num_steps) != num_steps or num_steps < 1:
+        raise ValueError(f"num_steps (K) must be an integer >= 1, got {num_steps!r}")
+    if noise_std is not None and not noise_std > 0:
+        raise ValueError(f"noise_std (σ) must be > 0 or None (learned), got {noise_std!r}")
+    action_dim = int(action_spec.shape[-1])
+    if isinstance(velocity, str):
+        name = _VELOCITY_ALIASES.get(velocity.lower(), velocity.lower())
+        if name not in _VELOCITIES:
+            raise ValueError(
+                f"unknown velocity {velocity!r}: expected one of {sorted(_VELOCITIES)} or an nn.Module"
+            )
+        velocity = _VELOCITIES[name](action_dim, observation_dim, **(velocity_kwargs or {}))
+    elif not isinstance(velocity, nn.Module):
+        raise TypeError(f"velocity must be a name or an nn.Module, got {type(velocity).__name__}")
+    low = action_spec.space.low.reshape(-1, action_dim)[0]
+    high = action_spec.space.high.reshape(-1, action_dim)[0]
+    rollout = FlowRollout(
+        velocity,
+        action_dim,
+        num_steps=num_steps,
+        action_low=low,
+        action_high=high,
+        drift_correction=drift_correction,
+        per_step_noise=per_step_noise and noise_std is None,
+    )
+    head = None
+    if noise_std is None:
+        head = StateLogStd(
+            observation_dim,
+            action_dim,
+            num_steps=num_steps if per_step_noise else None,
+            **(log_std_kwargs or {}),
+        )
+    in_keys = list(in_keys)
+    if not in_keys:
+        raise ValueError("in_keys must name at least one observation key")
+    # One observation key is read by the distribution directly; several are concatenated once into
+    # "flow_observation" (so collected transitions carry no duplicate of a single observation).
+    obs_key = in_keys[0] if len(in_keys) == 1 else "flow_observation"
+    params = TensorDictModule(
+        FlowStateModule(rollout, head, noise_std, concat_only=len(in_keys) == 1),
+        in_keys=in_keys,
+        out_keys=["flow_log_std"] if len(in_keys) == 1 else ["flow_observation", "flow_log_std"],
+    )
+    return ProbabilisticActor(
+        params,
+        in_keys={"observation": obs_key, "log_std": "flow_log_std"},
+        out_keys=[out_key],
+        spec=action_spec,
+        distribution_class=FlowPathDistribution,
+        distribution_kwargs={"rollout": rollout},
+        return_log_prob=return_log_prob,
+        log_prob_key=f"{out_key}_log_prob" if isinstance(out_key, str) else None,
+    )
+
+
+def get_flow_rollout(actor: nn.Module) -> FlowRollout:
+    """Return the :class:`FlowRollout` inside an actor built by :func:`make_flow_actor`."""
+    for module in actor.modules():
+        if isinstance(module, FlowRollout):
+            return module
+    raise ValueError("this actor contains no FlowRollout (was it built by make_flow_actor?)")

@@ -1,0 +1,388 @@
+"""Velocity networks v_θ(t, A, s) for flow policies (ALGORITHM.md §2).
+
+The K-step Euler rollout ``A_{i+1} = A_i + Δt · v_θ(t_i, A_i, s)`` is a residual RNN whose hidden
+state is the intermediate action. The three classes below are drop-in cells for that RNN:
+
+* :class:`MLPVelocity` — the naive cell (an MLP on ``[A, s, t]``); backprop through it explodes.
+* :class:`GatedVelocity` — Flow-G: a GRU-style update gate, ``v = g ⊙ (ĉ − A)``.
+* :class:`TransformerVelocity` — Flow-T: a pre-norm Transformer-decoder cell whose only access to
+  the state is cross-attention.
+
+Every cell splits its work into :meth:`VelocityField.encode_state` (state-only, done once per
+rollout) and :meth:`VelocityField.step` (per Euler step). ``forward(action, observation, time)``
+does both, so each cell is also an ordinary ``(A, s, t) -> v`` module that
+:func:`velocity_module` wraps as a :class:`~tensordict.nn.TensorDictModule`.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from tensordict.nn import TensorDictModule
+from torch import nn
+
+__all__ = [
+    "VelocityField",
+    "MLPVelocity",
+    "GatedVelocity",
+    "TransformerVelocity",
+    "velocity_module",
+]
+
+
+def _time_column(time: torch.Tensor | float, like: torch.Tensor) -> torch.Tensor:
+    """Flow time as a ``[..., 1]`` column broadcastable against ``like`` (``[..., d]``)."""
+    if not isinstance(time, torch.Tensor):
+        return like.new_full((*like.shape[:-1], 1), float(time))
+    if time.ndim == 0 or time.shape[-1] != 1:
+        time = time.unsqueeze(-1)
+    return time.to(like.dtype).expand(*like.shape[:-1], 1)
+
+
+class _SplitInputLinear(nn.Module):
+    """``Linear`` on ``[A, s, t]`` whose state slice is applied once per rollout.
+
+    ``W [A; s; t] + b = W_A A + (W_s s + b) + W_t t``: the bracketed term depends on the state only,
+    so a K-step rollout pays for it once instead of K times. The parameters are those of one
+    ``nn.Linear(d + n + 1, out)``, so checkpoints do not depend on this trick.
+    """
+
+    def __init__(self, action_dim: int, observation_dim: int, out_features: int):
+        super().__init__()
+        self.action_dim = action_dim
+        self.observation_dim = observation_dim
+        self.linear = nn.Linear(action_dim + observation_dim + 1, out_features)
+
+    def encode_state(self, observation: torch.Tensor) -> torch.Tensor:
+        d, n = self.action_dim, self.observation_dim
+        return F.linear(observation, self.linear.weight[:, d : d + n], self.linear.bias)
+
+    def step(self, action: torch.Tensor, state_part: torch.Tensor, time) -> torch.Tensor:
+        d = self.action_dim
+        out = F.linear(action, self.linear.weight[:, :d]) + state_part
+        w_t = self.linear.weight[:, -1]
+        if isinstance(time, torch.Tensor):
+            return out + _time_column(time, action) * w_t
+        return out + float(time) * w_t
+
+
+def _mlp_tail(in_features: int, hidden: Sequence[int], out_features: int, activation) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    last = in_features
+    for h in hidden:
+        layers += [activation(), nn.Linear(last, h)]
+        last = h
+    layers += [activation(), nn.Linear(last, out_features)]
+    return nn.Sequential(*layers)
+
+
+class VelocityField(nn.Module):
+    """Base class: a velocity ``v_θ(t, A, s)`` with the state-only work factored out.
+
+    Subclasses implement :meth:`encode_state` (anything that depends on the observation alone) and
+    :meth:`step` (one velocity evaluation given that context). A user-supplied ``nn.Module`` with a
+    plain ``forward(action, observation, time)`` works too: the rollout then treats the observation
+    itself as the context.
+
+    Args:
+        action_dim (int): size of the (pre-tanh) action, i.e. ``d`` (× chunk length when chunking).
+        observation_dim (int): size of the flat observation vector.
+    """
+
+    def __init__(self, action_dim: int, observation_dim: int):
+        super().__init__()
+        if action_dim < 1 or observation_dim < 1:
+            raise ValueError(
+                f"action_dim and observation_dim must be >= 1, got {action_dim} and {observation_dim}"
+            )
+        self.action_dim = int(action_dim)
+        self.observation_dim = int(observation_dim)
+
+    def encode_state(self, observation: torch.Tensor) -> Any:
+        raise NotImplementedError
+
+    def step(self, action: torch.Tensor, context: Any, time: torch.Tensor | float) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(
+        self, action: torch.Tensor, observation: torch.Tensor, time: torch.Tensor | float
+    ) -> torch.Tensor:
+        return self.step(action, self.encode_state(observation), time)
+
+
+class MLPVelocity(VelocityField):
+    """The naive velocity ``v = MLP([A_i, s, t_i])`` — the residual-RNN cell of the ablation.
+
+    Args:
+        action_dim (int): action size ``d``.
+        observation_dim (int): flat observation size.
+
+    Keyword Args:
+        hidden_sizes (sequence of int): hidden widths. Default ``(256, 256)``.
+        activation (nn.Module class): default :class:`~torch.nn.ReLU` (paper, Fig. 9).
+
+    Examples:
+        >>> v = MLPVelocity(action_dim=2, observation_dim=3)
+        >>> v(torch.zeros(5, 2), torch.zeros(5, 3), 0.25).shape
+        torch.Size([5, 2])
+    """
+
+    def __init__(
+        self,
+        action_dim: int,
+        observation_dim: int,
+        *,
+        hidden_sizes: Sequence[int] = (256, 256),
+        activation: type[nn.Module] = nn.ReLU,
+    ):
+        super().__init__(action_dim, observation_dim)
+        hidden_sizes = tuple(hidden_sizes)
+        if not hidden_sizes:
+            raise ValueError("MLPVelocity needs at least one hidden layer")
+        self.input = _SplitInputLinear(action_dim, observation_dim, hidden_sizes[0])
+        self.trunk = _mlp_tail(hidden_sizes[0], hidden_sizes[1:], action_dim, activation)
+
+    def encode_state(self, observation: torch.Tensor) -> torch.Tensor:
+        return self.input.encode_state(observation)
+
+    def step(self, action, context, time):
+        return self.trunk(self.input.step(action, context, time))
+
+
+class GatedVelocity(VelocityField):
+    """Flow-G: a GRU-style gated velocity ``v = g ⊙ (ĉ − A)`` (paper Eq. 6).
+
+    ``g = sigmoid(z_θ(t, A, s))`` is an update gate and ``ĉ = κ · tanh(c_θ(t, A, s))`` a bounded
+    candidate, so one Euler step ``A + Δt · g ⊙ (ĉ − A)`` interpolates between keeping the
+    intermediate action and rewriting it. The gate's last layer starts at weight 0 and bias +5
+    (``g ≈ 0.993``): training starts from an (almost) ungated flow and learns where to close it.
+
+    Args:
+        action_dim (int): action size ``d``.
+        observation_dim (int): flat observation size.
+
+    Keyword Args:
+        hidden_sizes (sequence of int): hidden widths of both the gate and candidate MLPs.
+            Default ``(128, 128)`` (paper: hidden 128, swish).
+        candidate_bound (float): κ, the bound of the candidate. Default 50 (the reference code's).
+        gate_bias_init (float): initial bias of the gate head. Default 5.0.
+        activation (nn.Module class): default :class:`~torch.nn.SiLU` (swish).
+
+    Examples:
+        >>> v = GatedVelocity(action_dim=2, observation_dim=3)
+        >>> v(torch.zeros(5, 2), torch.zeros(5, 3), 0.5).shape
+        torch.Size([5, 2])
+    """
+
+    def __init__(
+        self,
+        action_dim: int,
+        observation_dim: int,
+        *,
+        hidden_sizes: Sequence[int] = (128, 128),
+        candidate_bound: float = 50.0,
+        gate_bias_init: float = 5.0,
+        activation: type[nn.Module] = nn.SiLU,
+    ):
+        super().__init__(action_dim, observation_dim)
+        hidden_sizes = tuple(hidden_sizes)
+        if not hidden_sizes:
+            raise ValueError("GatedVelocity needs at least one hidden layer")
+        if candidate_bound <= 0:
+            raise ValueError(f"candidate_bound must be > 0, got {candidate_bound}")
+        self.candidate_bound = float(candidate_bound)
+        self.hidden = hidden_sizes[0]
+        # The gate and candidate MLPs share their input [A, s, t]; their first layers are stored as
+        # one Linear with 2 × hidden outputs (rows [:h] gate, [h:] candidate) so one matmul does both.
+        self.input = _SplitInputLinear(action_dim, observation_dim, 2 * hidden_sizes[0])
+        self.gate = _mlp_tail(hidden_sizes[0], hidden_sizes[1:], action_dim, activation)
+        self.candidate = _mlp_tail(hidden_sizes[0], hidden_sizes[1:], action_dim, activation)
+        with torch.no_grad():
+            self.gate[-1].weight.zero_()
+            self.gate[-1].bias.fill_(gate_bias_init)
+
+    def encode_state(self, observation):
+        return self.input.encode_state(observation)
+
+    def gate_and_candidate(self, action, context, time) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.input.step(action, context, time)
+        g_in, c_in = h.split(self.hidden, dim=-1)
+        gate = torch.sigmoid(self.gate(g_in))
+        cand = self.candidate_bound * torch.tanh(self.candidate(c_in))
+        return gate, cand
+
+    def step(self, action, context, time):
+        gate, cand = self.gate_and_candidate(action, context, time)
+        return gate * (cand - action)
+
+
+class _TimeEmbedding(nn.Module):
+    """Fixed sinusoidal features φ_t(t) of the flow time (frequencies 1 .. 2^(n/2-1))."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        if dim < 2 or dim % 2:
+            raise ValueError(f"time embedding dim must be an even number >= 2, got {dim}")
+        freqs = math.pi * torch.pow(2.0, torch.arange(dim // 2, dtype=torch.float32))
+        self.register_buffer("freqs", freqs, persistent=False)
+
+    def forward(self, time: torch.Tensor) -> torch.Tensor:
+        angles = time * self.freqs
+        return torch.cat([angles.sin(), angles.cos()], dim=-1)
+
+
+class _DecoderBlock(nn.Module):
+    """One pre-norm decoder block: diagonal self-attention, state cross-attention, FFN.
+
+    Self-attention under a diagonal mask lets each token attend only to itself, so its softmax
+    weight is identically 1 and the block reduces to ``W_o W_v LN(x)``: queries and keys would be
+    dead parameters and are not created. Cross-attention to a single state token is the same:
+    its output ``W_o W_v LN(Φ_S)`` does not depend on the query at all and is computed once per
+    rollout. Query/key projections exist only when the state has several tokens.
+    """
+
+    def __init__(self, d_model: int, num_heads: int, ffn_dim: int, num_state_tokens: int):
+        super().__init__()
+        if d_model % num_heads:
+            raise ValueError(f"d_model={d_model} must be divisible by num_heads={num_heads}")
+        self.num_heads = num_heads
+        self.num_state_tokens = num_state_tokens
+        self.norm_self = nn.LayerNorm(d_model)
+        self.self_value = nn.Linear(d_model, d_model)
+        self.self_out = nn.Linear(d_model, d_model)
+        self.norm_query = nn.LayerNorm(d_model) if num_state_tokens > 1 else None
+        self.norm_context = nn.LayerNorm(d_model)
+        self.cross_query = nn.Linear(d_model, d_model) if num_state_tokens > 1 else None
+        self.cross_key = nn.Linear(d_model, d_model) if num_state_tokens > 1 else None
+        self.cross_value = nn.Linear(d_model, d_model)
+        self.cross_out = nn.Linear(d_model, d_model)
+        self.norm_ffn = nn.LayerNorm(d_model)
+        self.ffn = nn.Sequential(nn.Linear(d_model, ffn_dim), nn.SiLU(), nn.Linear(ffn_dim, d_model))
+
+    def encode_state(self, state_tokens: torch.Tensor) -> torch.Tensor:
+        """Per-rollout cross-attention context: the attended output (1 token) or K/V (several)."""
+        ctx = self.norm_context(state_tokens)
+        if self.num_state_tokens == 1:
+            return self.cross_out(self.cross_value(ctx[..., 0, :]))
+        return torch.stack([self.cross_key(ctx), self.cross_value(ctx)], dim=0)
+
+    def cross_attend(self, y: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        if self.num_state_tokens == 1:
+            return context
+        keys, values = context[0], context[1]
+        query = self.cross_query(self.norm_query(y))
+        h = self.num_heads
+        q = query.unflatten(-1, (h, -1)).unsqueeze(-2)  # [..., h, 1, dh]
+        k = keys.unflatten(-1, (h, -1)).transpose(-3, -2)  # [..., h, n, dh]
+        v = values.unflatten(-1, (h, -1)).transpose(-3, -2)
+        out = F.scaled_dot_product_attention(q, k, v).squeeze(-2).flatten(-2)
+        return self.cross_out(out)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        y = x + self.self_out(self.self_value(self.norm_self(x)))
+        y = y + self.cross_attend(y, context)
+        return y + self.ffn(self.norm_ffn(y))
+
+
+class TransformerVelocity(VelocityField):
+    """Flow-T: a Transformer-decoder velocity (paper Eqs. 7–9).
+
+    The action-time token ``Φ_A = E_A([φ_t(t_i), A_i])`` is refined by ``num_layers`` pre-norm
+    decoder blocks whose only access to the state is cross-attention to the state token(s)
+    ``Φ_S = E_S(φ_s(s))``; ``v = W_o(LN(Φ_A))``. The token never attends to other flow steps, so
+    the flow stays Markov; the pre-norm residual structure is what keeps the K-step backward pass
+    well conditioned.
+
+    Args:
+        action_dim (int): action size ``d``.
+        observation_dim (int): flat observation size.
+
+    Keyword Args:
+        d_model (int): token width. Default 64 (paper; the reference code uses 96).
+        num_heads (int): attention heads. Default 4.
+        num_layers (int): decoder blocks. Default 2.
+        ffn_dim (int, optional): FFN hidden width. Default ``4 * d_model``.
+        obs_hidden (int): hidden width of the observation encoder φ_s. Default 32.
+        time_dim (int): size of the sinusoidal time features φ_t. Default 16.
+        num_state_tokens (int): how many tokens the state is encoded into. Default 1 (the paper's
+            single state embedding); more tokens switch on real multi-token cross-attention.
+
+    Examples:
+        >>> v = TransformerVelocity(action_dim=2, observation_dim=3)
+        >>> v(torch.zeros(5, 2), torch.zeros(5, 3), 0.75).shape
+        torch.Size([5, 2])
+    """
+
+    def __init__(
+        self,
+        action_dim: int,
+        observation_dim: int,
+        *,
+        d_model: int = 64,
+        num_heads: int = 4,
+        num_layers: int = 2,
+        ffn_dim: int | None = None,
+        obs_hidden: int = 32,
+        time_dim: int = 16,
+        num_state_tokens: int = 1,
+    ):
+        super().__init__(action_dim, observation_dim)
+        if num_layers < 1:
+            raise ValueError(f"num_layers must be >= 1, got {num_layers}")
+        if num_state_tokens < 1:
+            raise ValueError(f"num_state_tokens must be >= 1, got {num_state_tokens}")
+        self.d_model = d_model
+        self.num_state_tokens = num_state_tokens
+        self.time_embedding = _TimeEmbedding(time_dim)
+        self.token_time = nn.Linear(time_dim, d_model, bias=False)
+        self.token_action = nn.Linear(action_dim, d_model)
+        self.state_encoder = nn.Sequential(
+            nn.Linear(observation_dim, obs_hidden),
+            nn.SiLU(),
+            nn.Linear(obs_hidden, d_model * num_state_tokens),
+        )
+        ffn_dim = 4 * d_model if ffn_dim is None else ffn_dim
+        self.blocks = nn.ModuleList(
+            _DecoderBlock(d_model, num_heads, ffn_dim, num_state_tokens) for _ in range(num_layers)
+        )
+        self.norm_out = nn.LayerNorm(d_model)
+        self.head = nn.Linear(d_model, action_dim)
+
+    def encode_state(self, observation):
+        tokens = self.state_encoder(observation).unflatten(-1, (self.num_state_tokens, self.d_model))
+        return [block.encode_state(tokens) for block in self.blocks]
+
+    def step(self, action, context, time):
+        if isinstance(time, torch.Tensor):
+            time_feat = self.time_embedding(_time_column(time, action))
+        else:
+            time_feat = self.time_embedding(action.new_full((1,), float(time)))
+        x = self.token_action(action) + self.token_time(time_feat)
+        for block, ctx in zip(self.blocks, context):
+            x = block(x, ctx)
+        return self.head(self.norm_out(x))
+
+
+def velocity_module(
+    velocity: nn.Module,
+    *,
+    action_key="flow_action",
+    observation_key="observation",
+    time_key="flow_time",
+    out_key="flow_velocity",
+) -> TensorDictModule:
+    """Wrap a velocity network as a ``TensorDictModule`` reading ``(A, s, t)`` and writing ``v``.
+
+    Examples:
+        >>> from tensordict import TensorDict
+        >>> mod = velocity_module(GatedVelocity(2, 3))
+        >>> td = TensorDict({"flow_action": torch.zeros(4, 2), "observation": torch.zeros(4, 3),
+        ...                  "flow_time": torch.full((4, 1), 0.5)}, batch_size=[4])
+        >>> mod(td)["flow_velocity"].shape
+        torch.Size([4, 2])
+    """
+    return TensorDictModule(
+        velocity, in_keys=[action_key, observation_key, time_key], out_keys=[out_key]
+    )

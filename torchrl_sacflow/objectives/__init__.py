@@ -1,0 +1,2 @@
+from torchrl_sacflow.objectives.flow_matching import FlowMatchingLoss
+from torchrl_sacflow.objectives.sac_flow import SACFlowLoss

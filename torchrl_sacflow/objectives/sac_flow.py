@@ -1,0 +1,246 @@
+"""SAC for flow policies: TorchRL's ``SACLoss`` with the path log-density, a proximity term and a
+per-step gradient diagnostic (ALGORITHM.md §4–5)."""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+from tensordict import TensorDict, TensorDictBase
+from tensordict.nn import dispatch
+from tensordict.utils import NestedKey
+from torch import Tensor
+from torchrl.envs.utils import ExplorationType, set_exploration_type
+from torchrl.objectives import SACLoss
+from torchrl.objectives.sac import compute_rsample_log_prob
+
+from torchrl_sacflow.modules.flow_actor import FlowRollout
+
+__all__ = ["SACFlowLoss"]
+
+
+@contextlib.contextmanager
+def _record_path(rollout: FlowRollout | None, enabled: bool):
+    if rollout is None or not enabled:
+        yield
+        return
+    rollout.record_path_grads = True
+    try:
+        yield
+    finally:
+        rollout.record_path_grads = False
+
+
+class SACFlowLoss(SACLoss):
+    """SAC Flow loss: SAC trained end to end through a flow policy's K-step rollout.
+
+    Presented in "SAC Flow: Sample-Efficient Reinforcement Learning of Flow-Based Policies via
+    Velocity-Reparameterized Sequential Modeling", https://arxiv.org/abs/2509.25756.
+
+    The actor is a flow policy built by :func:`~torchrl_sacflow.make_flow_actor`: its distribution
+    returns, for each reparameterised draw, the exact log-density of the noise-augmented path, which
+    is used wherever SAC needs ``log π(a|s)`` (critic target, actor loss, temperature loss). On top
+    of :class:`~torchrl.objectives.SACLoss` this class adds:
+
+    * flow-policy defaults: target entropy 0, α initialised at 0.2, squared-error critic loss;
+    * the offline-to-online proximity term ``β ‖a_θ − a_buffer‖²`` added to the actor loss, with
+      ``β`` (:attr:`proximity_coef`) a settable attribute that can be annealed during training;
+    * an optional diagnostic: the per-step gradient norms ``‖∂L_actor/∂A_i‖``, ``i = 0..K−1``
+      (paper Fig. 6a), returned detached under ``"path_grad_norm"`` (shape ``[K]``; for each step
+      the per-sample norm averaged over the batch). It costs one extra backward pass through the
+      actor graph and nothing when off.
+
+    Any actor that works with ``SACLoss`` (e.g. a Tanh-Normal Gaussian actor) works here too; the
+    gradient diagnostic needs a flow actor.
+
+    Args:
+        actor_network (ProbabilisticActor): the policy (flow actor or any SAC actor).
+        qvalue_network (TensorDictModule or list of them): Q(s, a), writing
+            ``"state_action_value"``; duplicated ``num_qvalue_nets`` times if a single one is given.
+
+    Keyword Args:
+        num_qvalue_nets (int): number of Q networks. Default 2.
+        loss_function (str): critic distance. Default ``"l2"`` (the paper's squared TD error).
+        alpha_init (float): initial temperature. Default 0.2 (paper).
+        target_entropy (float or "auto"): default ``0.0`` (flow policies, paper); pass ``"auto"``
+            for the ``−|A|`` heuristic of Gaussian SAC.
+        proximity_coef (float, optional): β of the proximity term. ``None`` (default) switches the
+            term off entirely (no ``"proximity"`` entry in the output); a number switches it on,
+            and ``0.0`` keeps the entry while giving it no weight.
+        log_path_grad_norms (bool): compute the per-step gradient diagnostic. Default ``False``.
+        **kwargs: every other keyword of :class:`~torchrl.objectives.SACLoss` (``fixed_alpha``,
+            ``min_alpha``, ``max_alpha``, ``delay_qvalue``, ``reduction``, ``deactivate_vmap``,
+            ``skip_done_states``, ``action_spec``, ...).
+
+    Examples:
+        >>> import torch
+        >>> from torch import nn
+        >>> from torchrl.data import Bounded
+        >>> from torchrl.modules import MLP, ValueOperator
+        >>> from tensordict import TensorDict
+        >>> from torchrl_sacflow import make_flow_actor, SACFlowLoss
+        >>> n_obs, n_act, batch = 5, 2, 16
+        >>> spec = Bounded(-1.0, 1.0, shape=(n_act,))
+        >>> actor = make_flow_actor(spec, n_obs, velocity="transformer")
+        >>> qvalue = ValueOperator(MLP(in_features=n_obs + n_act, out_features=1, num_cells=[32]),
+        ...                        in_keys=["observation", "action"])
+        >>> loss = SACFlowLoss(actor, qvalue, log_path_grad_norms=True)
+        >>> data = TensorDict({
+        ...     "observation": torch.randn(batch, n_obs),
+        ...     "action": spec.rand((batch,)),
+        ...     "next": {"observation": torch.randn(batch, n_obs),
+        ...              "reward": torch.randn(batch, 1),
+        ...              "done": torch.zeros(batch, 1, dtype=torch.bool),
+        ...              "terminated": torch.zeros(batch, 1, dtype=torch.bool)},
+        ... }, batch_size=[batch])
+        >>> out = loss(data)
+        >>> (out["loss_actor"] + out["loss_qvalue"] + out["loss_alpha"]).backward()
+        >>> out["path_grad_norm"].shape
+        torch.Size([4])
+    """
+
+    @dataclass
+    class _AcceptedKeys(SACLoss._AcceptedKeys):
+        """Keys of :class:`SACLoss`; the buffer action of the proximity term is ``action``.
+
+        Attributes:
+            action (NestedKey): the action in the data, also the ``a_buffer`` of the proximity
+                term. Defaults to ``"action"``.
+        """
+
+    default_keys = _AcceptedKeys
+    tensor_keys: _AcceptedKeys
+
+    def __init__(
+        self,
+        actor_network,
+        qvalue_network,
+        *,
+        num_qvalue_nets: int = 2,
+        loss_function: str = "l2",
+        alpha_init: float = 0.2,
+        target_entropy: str | float = 0.0,
+        proximity_coef: float | None = None,
+        log_path_grad_norms: bool = False,
+        **kwargs,
+    ) -> None:
+        if kwargs.get("value_network") is not None:
+            raise ValueError("SACFlowLoss implements SAC v2 (no state-value network)")
+        super().__init__(
+            actor_network,
+            qvalue_network,
+            num_qvalue_nets=num_qvalue_nets,
+            loss_function=loss_function,
+            alpha_init=alpha_init,
+            target_entropy=target_entropy,
+            **kwargs,
+        )
+        self._use_proximity = proximity_coef is not None
+        self.register_buffer(
+            "_proximity_coef", torch.tensor(float(proximity_coef or 0.0), device=self.alpha_init.device)
+        )
+        self.log_path_grad_norms = bool(log_path_grad_norms)
+        self._flow_rollout = next(
+            (m for m in self.actor_network.modules() if isinstance(m, FlowRollout)), None
+        )
+        if self.log_path_grad_norms and self._flow_rollout is None:
+            raise ValueError("log_path_grad_norms=True needs a flow actor (built by make_flow_actor)")
+        self._extras: dict[str, Tensor] = {}
+
+    # -- β --------------------------------------------------------------------------------
+    @property
+    def proximity_coef(self) -> float:
+        """β of the proximity term ``β ‖a_θ − a_buffer‖²`` (0 disables it)."""
+        return float(self._proximity_coef)
+
+    @proximity_coef.setter
+    def proximity_coef(self, value: float) -> None:
+        if not self._use_proximity:
+            raise RuntimeError(
+                "this SACFlowLoss was built without a proximity term; pass proximity_coef=<float> "
+                "(0.0 is fine) at construction to be able to set it"
+            )
+        if value < 0:
+            raise ValueError(f"proximity_coef (β) must be >= 0, got {value}")
+        self._proximity_coef.fill_(float(value))
+
+    @property
+    def out_keys(self):
+        if self._out_keys is None:
+            keys = ["loss_actor", "loss_qvalue", "loss_alpha", "alpha", "entropy"]
+            if self._use_proximity:
+                keys.append("proximity")
+            if self.log_path_grad_norms:
+                keys.append("path_grad_norm")
+            self._out_keys = keys
+        return self._out_keys
+
+    @out_keys.setter
+    def out_keys(self, values):
+        self._out_keys = values
+
+    # -- losses ---------------------------------------------------------------------------
+    def actor_loss(self, tensordict: TensorDictBase) -> tuple[Tensor, dict[str, Tensor]]:
+        """Actor loss ``α log p(path_θ|s) − min_j Q_j(s, a_θ) [+ β ‖a_θ − a_buffer‖²]``.
+
+        Returns the reduced loss and a metadata dict with the (detached) ``log_prob``, and
+        ``proximity`` / ``path_grad_norm`` when those are on.
+        """
+        weights = self._maybe_get_priority_weight(tensordict)
+        with set_exploration_type(ExplorationType.RANDOM), self.actor_network_params.to_module(
+            self.actor_network, preserve_module_state=False
+        ), _record_path(self._flow_rollout, self.log_path_grad_norms):
+            dist = self.actor_network.get_dist(tensordict)
+            a_reparm, log_prob = compute_rsample_log_prob(dist)
+
+        td_q = tensordict.select(*self.qvalue_network.in_keys, strict=False)
+        td_q.set(self.tensor_keys.action, a_reparm)
+        td_q = self._vmap_qnetworkN0(td_q, self._cached_detached_qvalue_params)
+        min_q = td_q.get(self.tensor_keys.state_action_value).min(0)[0].squeeze(-1)
+        if log_prob.shape != min_q.shape:
+            raise RuntimeError(f"Losses shape mismatch: {log_prob.shape} and {min_q.shape}")
+        loss_actor = self._alpha * log_prob - min_q
+        metadata = {"log_prob": log_prob.detach()}
+        if self._use_proximity:
+            a_buffer = tensordict.get(self.tensor_keys.action)
+            sq_dist = (a_reparm - a_buffer).pow(2).sum(-1)
+            loss_actor = loss_actor + self._proximity_coef * sq_dist
+            metadata["proximity"] = sq_dist.detach().mean()
+        if self.log_path_grad_norms:
+            metadata["path_grad_norm"] = self._path_grad_norms(loss_actor, dist)
+        loss_actor = self._reduce_loss(loss_actor, tensordict=tensordict, weights=weights)
+        # SACLoss.forward only reads "log_prob" from the metadata: keep the rest for our output.
+        self._extras = {k: v for k, v in metadata.items() if k != "log_prob"}
+        return loss_actor, metadata
+
+    def _path_grad_norms(self, loss_per_sample: Tensor, dist) -> Tensor:
+        path = getattr(dist, "last_path", None)
+        if path is None or not loss_per_sample.requires_grad:
+            raise RuntimeError("path_grad_norm needs a differentiable flow-actor sample")
+        inputs = path[:-1]  # A_0 .. A_{K-1}: the input of each Euler step
+        grads = torch.autograd.grad(loss_per_sample.sum(), inputs, retain_graph=True)
+        return torch.stack([g.flatten(0, -2).norm(dim=-1).mean() for g in grads]).detach()
+
+    def path_grad_norms(self, tensordict: TensorDictBase) -> Tensor:
+        """Per-step gradient norms ``‖∂L_actor/∂A_i‖`` for ``i = 0..K−1`` on one batch (detached).
+
+        A standalone helper (works whether or not ``log_path_grad_norms`` is on).
+        """
+        previous = self.log_path_grad_norms
+        self.log_path_grad_norms = True
+        try:
+            if self._flow_rollout is None:
+                raise ValueError("path_grad_norms needs a flow actor (built by make_flow_actor)")
+            return self.actor_loss(tensordict)[1]["path_grad_norm"]
+        finally:
+            self.log_path_grad_norms = previous
+
+    @dispatch
+    def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
+        self._extras = {}
+        td_out = super().forward(tensordict)
+        if self.reduction != "none":
+            for key, value in self._extras.items():
+                td_out.set(key, value)
+        self._extras = {}
+        return td_out
