@@ -14,6 +14,7 @@ from torchrl_sacflow.modules import (
     VelocityField,
     get_flow_rollout,
     make_flow_actor,
+    make_qvalue,
     velocity_module,
 )
 from torchrl_sacflow.objectives import FlowMatchingLoss, SACFlowLoss
@@ -32,4 +33,5 @@ __all__ = [
     "FlowRollout",
     "FlowPathDistribution",
     "velocity_module",
+    "make_qvalue",
 ]
