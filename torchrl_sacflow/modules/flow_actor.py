@@ -134,6 +134,10 @@ class FlowRollout(nn.Module):
         num_steps (int): K; settable on a built actor (e.g. evaluate with more steps).
         noise_std (float or None): when set, overrides the log σ given by the actor's parameter
             module for *sampling* (e.g. analysis at another σ). ``None`` uses the actor's own σ.
+        deterministic_base (str): the ``A_0`` of the noise-free ODE rollout used under
+            ``ExplorationType.DETERMINISTIC``: ``"zero"`` (default: the base distribution's mode,
+            so the same observation always gives the same action) or ``"sample"`` (``A_0 ~ N(0, I)``,
+            the ODE's own stochastic policy).
     """
 
     def __init__(
@@ -155,6 +159,7 @@ class FlowRollout(nn.Module):
         self._train_num_steps = int(num_steps)
         self.num_steps = num_steps
         self.noise_std = None
+        self.deterministic_base = "zero"
         # Set (by SACFlowLoss) while the per-step gradient diagnostic needs A_0 in the graph.
         self.record_path_grads = False
         low = torch.as_tensor(action_low, dtype=torch.float32).expand(self.action_dim).clone()
@@ -179,6 +184,16 @@ class FlowRollout(nn.Module):
                 f"with K={value} (set a fixed noise_std or build it with shared σ)"
             )
         self._num_steps = int(value)
+
+    @property
+    def deterministic_base(self) -> str:
+        return self._deterministic_base
+
+    @deterministic_base.setter
+    def deterministic_base(self, value: str) -> None:
+        if value not in ("zero", "sample"):
+            raise ValueError(f"deterministic_base must be 'zero' or 'sample', got {value!r}")
+        self._deterministic_base = value
 
     @property
     def noise_std(self) -> float | None:
@@ -238,7 +253,9 @@ class FlowRollout(nn.Module):
         K = self._num_steps
         dt = 1.0 / K
         batch_shape = observation.shape[:-1]
-        if base_noise is None:
+        if base_noise is None and deterministic and self._deterministic_base == "zero":
+            a = observation.new_zeros((*batch_shape, self.action_dim))
+        elif base_noise is None:
             a = torch.randn(
                 (*batch_shape, self.action_dim), device=observation.device, dtype=observation.dtype
             )
@@ -340,7 +357,7 @@ class FlowPathDistribution(Distribution):
 
     @property
     def deterministic_sample(self) -> torch.Tensor:
-        """The noise-free ODE rollout (base noise still drawn from N(0, I))."""
+        """The noise-free ODE rollout (from ``A_0 = 0`` unless ``rollout.deterministic_base`` says otherwise)."""
         return self._run(torch.Size(), deterministic=True)[0]
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
