@@ -190,7 +190,9 @@ class SACFlowLoss(SACLoss):
         with set_exploration_type(ExplorationType.RANDOM), self.actor_network_params.to_module(
             self.actor_network, preserve_module_state=False
         ), _record_path(self._flow_rollout, self.log_path_grad_norms):
-            dist = self.actor_network.get_dist(tensordict)
+            # get_dist runs the parameter module in place: give it a selection, not the caller's data
+            actor_td = tensordict.select(*self.actor_network.in_keys, strict=False)
+            dist = self.actor_network.get_dist(actor_td)
             a_reparm, log_prob = compute_rsample_log_prob(dist)
 
         td_q = tensordict.select(*self.qvalue_network.in_keys, strict=False)

@@ -1,0 +1,317 @@
+"""SACFlowLoss honours TorchRL's loss contract, and its additions (β term, gradient diagnostic) work."""
+import math
+import warnings
+
+import pytest
+import torch
+from tensordict import TensorDict
+from torch import nn
+from torchrl.data import Bounded
+from torchrl.modules import MLP, NormalParamExtractor, ProbabilisticActor, TanhNormal
+from torchrl.objectives import SoftUpdate
+from tensordict.nn import TensorDictModule
+
+from torchrl_sacflow import FlowMatchingLoss, SACFlowLoss, make_flow_actor, make_qvalue
+
+N_OBS, N_ACT, BATCH = 4, 2, 16
+VELOCITIES = ["transformer", "gru", "mlp"]
+
+
+def _spec():
+    return Bounded(-1.0, 1.0, shape=(N_ACT,))
+
+
+def _data(batch=BATCH, seed=0, action_key="action", obs_key="observation"):
+    g = torch.Generator().manual_seed(seed)
+    return TensorDict(
+        {
+            obs_key: torch.randn(batch, N_OBS, generator=g),
+            action_key: torch.rand(batch, N_ACT, generator=g) * 2 - 1,
+            "next": {
+                obs_key: torch.randn(batch, N_OBS, generator=g),
+                "reward": torch.randn(batch, 1, generator=g),
+                "done": torch.zeros(batch, 1, dtype=torch.bool),
+                "terminated": torch.zeros(batch, 1, dtype=torch.bool),
+            },
+        },
+        batch_size=[batch],
+    )
+
+
+def _loss(velocity="transformer", **kwargs):
+    actor = make_flow_actor(_spec(), N_OBS, velocity=velocity, num_steps=4)
+    qvalue = make_qvalue(N_OBS, N_ACT, num_cells=(32, 32))
+    return SACFlowLoss(actor, qvalue, **kwargs)
+
+
+def _gaussian_actor():
+    net = nn.Sequential(MLP(in_features=N_OBS, out_features=2 * N_ACT, num_cells=[32]), NormalParamExtractor())
+    module = TensorDictModule(net, in_keys=["observation"], out_keys=["loc", "scale"])
+    return ProbabilisticActor(
+        module, in_keys=["loc", "scale"], spec=_spec(), distribution_class=TanhNormal,
+        distribution_kwargs={"low": -1.0, "high": 1.0}, return_log_prob=True,
+    )
+
+
+def _grads(params):
+    return [p.grad for p in params]
+
+
+@pytest.mark.parametrize("velocity", VELOCITIES)
+def test_forward_outputs_and_defaults(velocity):
+    loss = _loss(velocity)
+    out = loss(_data())
+    for key in ("loss_actor", "loss_qvalue", "loss_alpha", "alpha", "entropy"):
+        assert out[key].shape == () and torch.isfinite(out[key]), key
+    assert loss.target_entropy.item() == 0.0
+    assert out["alpha"].item() == pytest.approx(0.2)
+    assert "path_grad_norm" not in out.keys() and "proximity" not in out.keys()
+
+
+@pytest.mark.parametrize("velocity", VELOCITIES)
+def test_input_tensordict_is_unchanged(velocity):
+    loss = _loss(velocity)
+    td = _data()
+    before = td.clone()
+    loss(td)
+    # SACLoss writes its TD-error priority in place; every input entry stays as it was.
+    for key in before.keys(True, True):
+        torch.testing.assert_close(td[key], before[key], msg=str(key))
+    assert set(td.keys(True, True)) - set(before.keys(True, True)) <= {"td_error"}
+
+
+@pytest.mark.parametrize("velocity", VELOCITIES)
+def test_gradient_isolation_between_actor_qvalue_and_alpha(velocity):
+    loss = _loss(velocity)
+    out = loss(_data())
+    actor_p = list(loss.actor_network_params.values(True, True))
+    q_p = list(loss.qvalue_network_params.values(True, True))
+
+    out["loss_actor"].backward(retain_graph=True)
+    assert all(g is None or g.abs().sum() == 0 for g in _grads(q_p))
+    assert any(g is not None and g.abs().sum() > 0 for g in _grads(actor_p))
+    assert loss.log_alpha.grad is None or loss.log_alpha.grad == 0
+    loss.zero_grad()
+
+    out["loss_qvalue"].backward(retain_graph=True)
+    assert all(g is None or g.abs().sum() == 0 for g in _grads(actor_p))
+    assert all(g is not None and g.abs().sum() > 0 for g in _grads(q_p))
+    assert loss.log_alpha.grad is None or loss.log_alpha.grad == 0
+    loss.zero_grad()
+
+    out["loss_alpha"].backward()
+    assert all(g is None or g.abs().sum() == 0 for g in _grads(actor_p) + _grads(q_p))
+    assert loss.log_alpha.grad is not None and loss.log_alpha.grad != 0
+
+
+def test_parameters_are_unique_and_exclude_targets():
+    loss = _loss("gru")
+    names = [n for n, _ in loss.named_parameters()]
+    assert len(names) == len(set(names))
+    ids = [id(p) for p in loss.parameters()]
+    assert len(ids) == len(set(ids))
+    assert not any("target" in n for n in names)
+    assert any("target_qvalue" in n for n, _ in loss.named_buffers())
+
+
+def test_set_keys_and_unknown_key_error():
+    loss = _loss("mlp")
+    loss.set_keys(action="act", reward="rew")
+    assert "act" in loss.in_keys and ("next", "rew") in loss.in_keys
+    td = _data(action_key="act")
+    td["next", "rew"] = td["next"].pop("reward")
+    with pytest.raises(KeyError):
+        loss(_data())  # the old action key is no longer read
+    qvalue_in = loss.qvalue_network.in_keys
+    assert "action" in qvalue_in  # the critic's own keys are not renamed by set_keys
+    with pytest.raises(ValueError):
+        loss.set_keys(not_a_key="x")
+
+
+def test_keyword_call_returns_out_keys_in_order():
+    loss = _loss("transformer")
+    td = _data()
+    outs = loss(
+        observation=td["observation"], action=td["action"],
+        next_observation=td["next", "observation"], next_reward=td["next", "reward"],
+        next_done=td["next", "done"], next_terminated=td["next", "terminated"],
+    )
+    assert isinstance(outs, tuple) and len(outs) == len(loss.out_keys)
+    assert all(torch.isfinite(o) for o in outs)
+
+
+def test_state_dict_round_trip():
+    torch.manual_seed(0)
+    loss = _loss("gru")
+    with torch.no_grad():
+        loss.log_alpha.fill_(-3.0)
+    loss2 = _loss("gru")
+    loss2.load_state_dict(loss.state_dict())
+    sd1, sd2 = loss.state_dict(), loss2.state_dict()
+    assert sd1.keys() == sd2.keys()
+    for k in sd1:
+        torch.testing.assert_close(sd1[k], sd2[k], msg=k)
+    assert any("target_qvalue" in k for k in sd1)
+
+
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+def test_reduction_modes(reduction):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        loss = _loss("mlp", reduction=reduction)
+    out = loss(_data())
+    shape = (BATCH,) if reduction == "none" else ()
+    for key in ("loss_actor", "loss_qvalue", "loss_alpha"):
+        assert out[key].shape == shape, key
+    if reduction != "none":
+        torch.manual_seed(0)
+        r = loss(_data())
+        assert torch.isfinite(r["loss_qvalue"])
+
+
+def test_vmap_on_and_off_agree():
+    torch.manual_seed(0)
+    loss_vmap = _loss("transformer", deactivate_vmap=False)
+    loss_loop = _loss("transformer", deactivate_vmap=True)
+    loss_loop.load_state_dict(loss_vmap.state_dict())
+    td = _data()
+    torch.manual_seed(1)
+    a = loss_vmap(td.clone())
+    torch.manual_seed(1)
+    b = loss_loop(td.clone())
+    for key in ("loss_actor", "loss_qvalue", "loss_alpha"):
+        torch.testing.assert_close(a[key], b[key], msg=key)
+
+
+def test_soft_update_of_target_critics():
+    loss = _loss("mlp")
+    updater = SoftUpdate(loss, tau=0.5)
+    before = loss.target_qvalue_network_params.clone()
+    with torch.no_grad():
+        for p in loss.qvalue_network_params.values(True, True):
+            p.add_(1.0)
+    updater.step()
+    after = loss.target_qvalue_network_params
+    for k, v in before.items(True, True):
+        torch.testing.assert_close(after[k], v + 0.5)
+
+
+def test_proximity_term_is_added_and_annealable():
+    torch.manual_seed(0)
+    loss = _loss("gru", proximity_coef=0.0)
+    td = _data()
+    torch.manual_seed(1)
+    base = loss(td.clone())
+    loss.proximity_coef = 1000.0
+    torch.manual_seed(1)
+    reg = loss(td.clone())
+    assert reg["proximity"].item() == pytest.approx(base["proximity"].item(), rel=1e-5)
+    expected = base["loss_actor"] + 1000.0 * base["proximity"]
+    torch.testing.assert_close(reg["loss_actor"], expected, rtol=1e-4, atol=1e-3)
+    assert "_proximity_coef" in loss.state_dict()
+    with pytest.raises(ValueError):
+        loss.proximity_coef = -1.0
+    with pytest.raises(RuntimeError, match="proximity"):
+        _loss("gru").proximity_coef = 1.0
+
+
+def test_proximity_gradient_pulls_actor_towards_buffer_actions():
+    """With a huge β, actor steps move the policy's actions towards the buffer action."""
+    torch.manual_seed(0)
+    actor = make_flow_actor(_spec(), N_OBS, velocity="gru", noise_std=0.05)
+    loss = SACFlowLoss(actor, make_qvalue(N_OBS, N_ACT, num_cells=(16,)), proximity_coef=100.0)
+    opt = torch.optim.Adam(actor.parameters(), lr=1e-3)
+    td = _data(batch=64)
+    td["action"] = torch.full((64, N_ACT), 0.5)
+    dists = []
+    for _ in range(60):
+        out = loss(td)
+        dists.append(out["proximity"].item())
+        opt.zero_grad()
+        out["loss_actor"].backward()
+        opt.step()
+    assert dists[-1] < 0.5 * dists[0]
+
+
+def test_gaussian_actor_works_with_auto_entropy():
+    loss = SACFlowLoss(_gaussian_actor(), make_qvalue(N_OBS, N_ACT, num_cells=(16,)), target_entropy="auto",
+                       action_spec=_spec())
+    out = loss(_data())
+    assert loss.target_entropy.item() == -N_ACT
+    assert torch.isfinite(out["loss_actor"])
+    with pytest.raises(ValueError, match="flow actor"):
+        SACFlowLoss(_gaussian_actor(), make_qvalue(N_OBS, N_ACT), log_path_grad_norms=True)
+
+
+@pytest.mark.parametrize("velocity", VELOCITIES)
+def test_path_grad_norms_are_k_finite_values(velocity):
+    loss = _loss(velocity, log_path_grad_norms=True)
+    out = loss(_data())
+    norms = out["path_grad_norm"]
+    assert norms.shape == (4,) and torch.isfinite(norms).all() and (norms > 0).all()
+    assert not norms.requires_grad
+    out["loss_actor"].backward()  # the diagnostic left the actor graph usable
+    helper = loss.path_grad_norms(_data())
+    assert helper.shape == (4,)
+
+
+class _LinearVelocity(nn.Module):
+    """v = c · A: the Jacobian of each noisy Euler step is a known scalar."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.c = nn.Parameter(torch.tensor(float(c)))
+
+    def forward(self, action, observation, time):
+        return self.c * action
+
+
+@pytest.mark.parametrize("c,sigma,K", [(1.5, 0.3, 4), (-0.5, 0.8, 6)])
+def test_path_grad_norms_follow_the_analytic_jacobian(c, sigma, K):
+    actor = make_flow_actor(_spec(), N_OBS, velocity=_LinearVelocity(c), num_steps=K, noise_std=sigma)
+    loss = SACFlowLoss(
+        actor, make_qvalue(N_OBS, N_ACT, num_cells=(16,)), alpha_init=1e-8, fixed_alpha=True,
+        log_path_grad_norms=True,
+    )
+    norms = loss(_data(batch=64))["path_grad_norm"]
+    dt = 1.0 / K
+    # dA_{i+1}/dA_i = 1 + Δt · (c (1 − t + t σ²/2)/(1 − t) − σ²/(2(1 − t))), the same for every sample
+    jac = [1 + dt * (c * (1 - i * dt + i * dt * sigma**2 / 2) / (1 - i * dt) - sigma**2 / (2 * (1 - i * dt)))
+           for i in range(K)]
+    for i in range(K - 1):
+        assert norms[i].item() == pytest.approx(norms[i + 1].item() * jac[i], rel=1e-3), i
+    assert norms[0].item() / norms[-1].item() == pytest.approx(math.prod(jac[:-1]), rel=1e-3)
+
+
+def test_flow_matching_loss_contract_and_learning():
+    torch.manual_seed(0)
+    actor = make_flow_actor(_spec(), N_OBS, velocity="transformer", noise_std=0.1)
+    fm = FlowMatchingLoss(actor)
+    assert fm.in_keys == ["observation", "action"] and fm.out_keys == ["loss_flow_matching"]
+    td = _data(batch=128)
+    before = td.clone()
+    out = fm(td)
+    assert out["loss_flow_matching"].shape == ()
+    for key in before.keys(True, True):
+        torch.testing.assert_close(td[key], before[key])
+    assert FlowMatchingLoss(actor, reduction="none")(td)["loss_flow_matching"].shape == (128,)
+    # the velocity it trains is the actor's own
+    out["loss_flow_matching"].backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in actor.parameters())
+    # it learns: a deterministic state→action map is fitted by the ODE rollout
+    opt = torch.optim.Adam(actor.parameters(), lr=3e-3)
+    w = torch.randn(N_OBS, N_ACT)
+    for _ in range(400):
+        obs = torch.randn(256, N_OBS)
+        batch = TensorDict({"observation": obs, "action": 0.8 * torch.tanh(obs @ w)}, [256])
+        opt.zero_grad()
+        fm(batch)["loss_flow_matching"].backward()
+        opt.step()
+    from torchrl.envs.utils import ExplorationType, set_exploration_type
+    obs = torch.randn(512, N_OBS)
+    with set_exploration_type(ExplorationType.DETERMINISTIC), torch.no_grad():
+        pred = actor(TensorDict({"observation": obs}, [512]))["action"]
+    err = (pred - 0.8 * torch.tanh(obs @ w)).abs().mean().item()
+    assert err < 0.1, err
+    with pytest.raises(ValueError, match="flow actor"):
+        FlowMatchingLoss(_gaussian_actor())
