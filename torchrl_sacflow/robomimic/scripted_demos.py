@@ -1,0 +1,382 @@
+"""Scripted demonstrations written in the Robomimic HDF5 format.
+
+The official Robomimic datasets cannot be downloaded at run time here, so this
+module records a small stand-in dataset with a scripted policy: same file
+layout, same ``env_args`` metadata, sparse success rewards and ``done`` at the
+success step. It lets the offline-to-online pipeline (loader, replay buffer,
+env rebuilt from ``env_args``) run end to end on any machine.
+
+Usage::
+
+    python -m torchrl_sacflow.robomimic.scripted_demos --task lift --episodes 20 --out lift.hdf5
+
+Only Lift has a scripted policy; the other Robomimic tasks raise a clear error.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "ROBOMIMIC_TASKS",
+    "ScriptedLiftPolicy",
+    "generate_scripted_demos",
+    "lift_env_args",
+    "main",
+]
+
+#: Robomimic task names and the robosuite environments behind them.
+ROBOMIMIC_TASKS = {
+    "lift": "Lift",
+    "can": "PickPlaceCan",
+    "square": "NutAssemblySquare",
+}
+
+#: The flat OSC_POSE controller config of robosuite 1.2-1.4 (the format of the
+#: official Robomimic v0.1 datasets), with its pre-1.5 argument names.
+_LEGACY_OSC_POSE = {
+    "type": "OSC_POSE",
+    "input_max": 1,
+    "input_min": -1,
+    "output_max": [0.05, 0.05, 0.05, 0.5, 0.5, 0.5],
+    "output_min": [-0.05, -0.05, -0.05, -0.5, -0.5, -0.5],
+    "kp": 150,
+    "damping": 1,
+    "impedance_mode": "fixed",
+    "kp_limits": [0, 300],
+    "damping_limits": [0, 10],
+    "position_limits": None,
+    "orientation_limits": None,
+    "uncouple_pos_ori": True,
+    "control_delta": True,
+    "interpolation": None,
+    "ramp_ratio": 0.2,
+}
+
+
+def lift_env_args(controller_format: str = "composite") -> dict[str, Any]:
+    """Robomimic ``env_args`` for Lift with a Panda arm under OSC_POSE control at 20 Hz.
+
+    Args:
+        controller_format (str, optional): ``"composite"`` writes robosuite 1.5's
+            composite controller config; ``"legacy"`` writes the flat pre-1.5
+            config used by the official Robomimic datasets. Both describe the
+            same controller. Defaults to ``"composite"``.
+    """
+    import robosuite
+    from robosuite.controllers import load_composite_controller_config
+
+    if controller_format == "composite":
+        controller = load_composite_controller_config(robot="Panda")
+    elif controller_format == "legacy":
+        controller = copy.deepcopy(_LEGACY_OSC_POSE)
+    else:
+        raise ValueError(
+            f"controller_format must be 'composite' or 'legacy', got {controller_format!r}"
+        )
+    env_kwargs = {
+        "has_renderer": False,
+        "has_offscreen_renderer": False,
+        "ignore_done": True,
+        "use_object_obs": True,
+        "use_camera_obs": False,
+        "control_freq": 20,
+        "controller_configs": controller,
+        "robots": ["Panda"],
+        "camera_depths": False,
+        "camera_heights": 84,
+        "camera_widths": 84,
+        "reward_shaping": False,
+    }
+    if controller_format == "composite":
+        # pin the 1.5 physics default so the file says how it was recorded
+        env_kwargs["lite_physics"] = True
+    return {
+        "env_name": "Lift",
+        "env_version": robosuite.__version__,
+        "type": 1,
+        "env_kwargs": env_kwargs,
+    }
+
+
+class ScriptedLiftPolicy:
+    """A closed-loop Lift policy: hover over the cube, descend, close the gripper, lift.
+
+    It reads Robomimic-named observations (``"robot0_eef_pos"`` and
+    ``"object"``, whose first three entries are the cube position) and outputs
+    a 7-d OSC_POSE delta action ``[dx, dy, dz, 0, 0, 0, gripper]`` in ``[-1, 1]``
+    (gripper ``-1`` open, ``+1`` closed).
+
+    Args:
+        noise (float, optional): std of Gaussian noise added to the translation
+            part of the action, so demonstrations are not all identical.
+            Defaults to ``0.1``.
+        rng (np.random.Generator, optional): noise generator.
+    """
+
+    _GAIN = 10.0
+    _HOVER = 0.06
+    _GRASP_STEPS = 8
+
+    def __init__(self, noise: float = 0.1, rng: np.random.Generator | None = None):
+        self.noise = float(noise)
+        self.rng = rng if rng is not None else np.random.default_rng()
+        self.reset()
+
+    def reset(self) -> None:
+        """Starts a new episode (back to the hover phase)."""
+        self.phase = "hover"
+        self._grasp_count = 0
+        self._lift_z = None
+
+    def __call__(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        eef = np.asarray(obs["robot0_eef_pos"], dtype=np.float64)
+        cube = np.asarray(obs["object"], dtype=np.float64)[:3]
+        gripper = -1.0
+        if self.phase == "hover":
+            target = cube + np.array([0.0, 0.0, self._HOVER])
+            err = target - eef
+            if np.linalg.norm(err[:2]) < 0.01 and abs(err[2]) < 0.02:
+                self.phase = "descend"
+        if self.phase == "descend":
+            target = cube - np.array([0.0, 0.0, 0.005])
+            err = target - eef
+            if np.linalg.norm(err) < 0.01:
+                self.phase = "grasp"
+        if self.phase == "grasp":
+            target = eef
+            gripper = 1.0
+            self._grasp_count += 1
+            if self._grasp_count > self._GRASP_STEPS:
+                self.phase = "lift"
+                self._lift_z = eef[2] + 0.15
+        if self.phase == "lift":
+            target = np.array([eef[0], eef[1], self._lift_z])
+            gripper = 1.0
+        move = np.clip(self._GAIN * (target - eef), -1.0, 1.0)
+        if self.phase != "grasp" and self.noise > 0:
+            move = move + self.noise * self.rng.standard_normal(3)
+        action = np.zeros(7)
+        action[:3] = np.clip(move, -1.0, 1.0)
+        action[6] = gripper
+        return action
+
+
+def _robomimic_obs(raw: dict[str, Any], prefix: str = "robot0_") -> dict[str, np.ndarray]:
+    """Low-dim observations as Robomimic names them: ``object`` plus every robot-prefixed key."""
+    out = {"object": np.asarray(raw["object-state"], dtype=np.float64)}
+    for key, value in raw.items():
+        if key.startswith(prefix) and not key.endswith("proprio-state"):
+            out[key] = np.asarray(value, dtype=np.float64)
+    return out
+
+
+def _rollout(env, policy: ScriptedLiftPolicy, max_steps: int) -> tuple[dict[str, Any], bool, int]:
+    """Runs one episode until the first success or ``max_steps``; returns its arrays."""
+    policy.reset()
+    raw = env.reset()
+    obs = _robomimic_obs(raw)
+    steps: dict[str, list] = {"obs": [], "next_obs": [], "actions": [], "rewards": [], "dones": [], "states": []}
+    success = False
+    for _ in range(max_steps):
+        steps["states"].append(np.asarray(env.sim.get_state().flatten(), dtype=np.float64))
+        action = policy(obs)
+        raw, _, _, _ = env.step(action)
+        next_obs = _robomimic_obs(raw)
+        success = bool(env._check_success())
+        steps["obs"].append(obs)
+        steps["next_obs"].append(next_obs)
+        steps["actions"].append(action)
+        steps["rewards"].append(float(success))
+        steps["dones"].append(int(success))
+        obs = next_obs
+        if success:
+            break
+    return steps, success, len(steps["actions"])
+
+
+def _write_demo(group, steps: dict[str, Any], model_xml: str) -> None:
+    n = len(steps["actions"])
+    group.attrs["num_samples"] = n
+    group.attrs["model_file"] = model_xml
+    group.create_dataset("actions", data=np.stack(steps["actions"]))
+    group.create_dataset("rewards", data=np.asarray(steps["rewards"], dtype=np.float64))
+    group.create_dataset("dones", data=np.asarray(steps["dones"], dtype=np.int64))
+    group.create_dataset("states", data=np.stack(steps["states"]))
+    for where in ("obs", "next_obs"):
+        sub = group.create_group(where)
+        for key in steps[where][0]:
+            sub.create_dataset(key, data=np.stack([o[key] for o in steps[where]]))
+
+
+def generate_scripted_demos(
+    path: str | os.PathLike,
+    task: str = "lift",
+    episodes: int = 20,
+    seed: int = 0,
+    controller_format: str = "composite",
+    max_steps: int = 100,
+    valid_fraction: float = 0.1,
+    noise: float = 0.1,
+    max_attempts: int | None = None,
+) -> dict[str, Any]:
+    """Records successful scripted episodes into a Robomimic-format HDF5 file.
+
+    Each episode ends at the first success step, which has reward ``1.0`` and
+    ``done = 1`` (all earlier steps have ``0``). Failed attempts (no success
+    within ``max_steps``) are discarded and retried, at most ``max_attempts``
+    times in total. The demos are split into ``mask/train`` and ``mask/valid``.
+
+    Args:
+        path (str or path-like): output file (overwritten).
+        task (str, optional): Robomimic task name; only ``"lift"`` is scripted.
+            Defaults to ``"lift"``.
+        episodes (int, optional): number of successful demos to record. Defaults to ``20``.
+        seed (int, optional): seeds the environment (initial placements) and
+            the policy noise. Defaults to ``0``.
+        controller_format (str, optional): ``"composite"`` or ``"legacy"``
+            (see :func:`lift_env_args`). Defaults to ``"composite"``.
+        max_steps (int, optional): step limit of an attempt. Defaults to ``100``.
+        valid_fraction (float, optional): fraction of demos in ``mask/valid``
+            (at least one when there are two demos or more). Defaults to ``0.1``.
+        noise (float, optional): action noise of :class:`ScriptedLiftPolicy`. Defaults to ``0.1``.
+        max_attempts (int, optional): bound on attempts. Defaults to ``2 * episodes + 10``.
+
+    Returns:
+        a dict of statistics: ``path``, ``task``, ``episodes``, ``attempts``,
+        ``failed_attempts``, ``steps`` (recorded), ``simulated_steps``,
+        ``mean_episode_length``, ``env_build_s``, ``wall_time_s`` and
+        ``steps_per_s`` (simulated steps per second of rollout).
+    """
+    import h5py
+
+    from torchrl_sacflow.robomimic.env import make_robosuite_env
+
+    start = time.perf_counter()
+    task_key = str(task).lower()
+    if task_key not in ROBOMIMIC_TASKS:
+        raise ValueError(
+            f"unknown Robomimic task {task!r} (known: {sorted(ROBOMIMIC_TASKS)})"
+        )
+    if task_key != "lift":
+        raise NotImplementedError(
+            f"no scripted policy for task {task!r} ({ROBOMIMIC_TASKS[task_key]}); "
+            "only 'lift' can be generated, use an official Robomimic file for the others"
+        )
+    if episodes < 1:
+        raise ValueError(f"episodes must be >= 1, got {episodes}")
+    if max_attempts is None:
+        max_attempts = 2 * episodes + 10
+
+    env_args = lift_env_args(controller_format)
+    env = make_robosuite_env(env_args, seed=seed)
+    env_build_s = time.perf_counter() - start
+    policy = ScriptedLiftPolicy(noise=noise, rng=np.random.default_rng(seed + 1))
+    model_xml = env.sim.model.get_xml()
+
+    demos = []
+    attempts = 0
+    simulated = 0
+    rollout_start = time.perf_counter()
+    while len(demos) < episodes and attempts < max_attempts:
+        steps, success, n = _rollout(env, policy, max_steps)
+        attempts += 1
+        simulated += n
+        if success:
+            demos.append(steps)
+    rollout_s = time.perf_counter() - rollout_start
+    env.close()
+    if len(demos) < episodes:
+        raise RuntimeError(
+            f"scripted {task} policy succeeded in {len(demos)}/{attempts} attempts, "
+            f"fewer than the {episodes} episodes asked for"
+        )
+
+    order = np.random.default_rng(seed).permutation(episodes)
+    n_valid = 0 if episodes < 2 else max(1, int(round(valid_fraction * episodes)))
+    names = [f"demo_{i}" for i in range(episodes)]
+    valid = sorted((names[i] for i in order[:n_valid]), key=lambda s: int(s[5:]))
+    train = sorted((names[i] for i in order[n_valid:]), key=lambda s: int(s[5:]))
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    total = sum(len(d["actions"]) for d in demos)
+    with h5py.File(tmp, "w") as f:
+        data = f.create_group("data")
+        data.attrs["env_args"] = json.dumps(env_args)
+        data.attrs["total"] = total
+        data.attrs["date"] = time.strftime("%m-%d-%Y")
+        data.attrs["time"] = time.strftime("%H:%M:%S")
+        data.attrs["repository_version"] = env_args["env_version"]
+        data.attrs["env"] = env_args["env_name"]
+        data.attrs["generator"] = f"torchrl_sacflow scripted {task_key} policy, seed={seed}"
+        for name, steps in zip(names, demos):
+            _write_demo(data.create_group(name), steps, model_xml)
+        mask = f.create_group("mask")
+        mask.create_dataset("train", data=np.array(train, dtype="S"))
+        mask.create_dataset("valid", data=np.array(valid, dtype="S"))
+    os.replace(tmp, path)
+
+    wall = time.perf_counter() - start
+    return {
+        "path": str(path),
+        "task": task_key,
+        "controller_format": controller_format,
+        "episodes": len(demos),
+        "attempts": attempts,
+        "failed_attempts": attempts - len(demos),
+        "steps": total,
+        "simulated_steps": simulated,
+        "mean_episode_length": total / len(demos),
+        "env_build_s": env_build_s,
+        "wall_time_s": wall,
+        "steps_per_s": simulated / max(rollout_s, 1e-9),
+    }
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Command-line entry point; prints the statistics of :func:`generate_scripted_demos`."""
+    parser = argparse.ArgumentParser(
+        prog="python -m torchrl_sacflow.robomimic.scripted_demos",
+        description="Write scripted demonstrations in the Robomimic HDF5 format.",
+    )
+    parser.add_argument("--task", default="lift", help="Robomimic task (only 'lift' is scripted)")
+    parser.add_argument("--episodes", type=int, default=20, help="successful demos to record")
+    parser.add_argument("--out", required=True, help="output .hdf5 path")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--controller-format", choices=("composite", "legacy"), default="composite")
+    parser.add_argument("--max-steps", type=int, default=100, help="step limit of one attempt")
+    parser.add_argument("--noise", type=float, default=0.1, help="policy action noise std")
+    args = parser.parse_args(argv)
+    try:
+        stats = generate_scripted_demos(
+            args.out,
+            task=args.task,
+            episodes=args.episodes,
+            seed=args.seed,
+            controller_format=args.controller_format,
+            max_steps=args.max_steps,
+            noise=args.noise,
+        )
+    except (ValueError, NotImplementedError, RuntimeError) as err:
+        parser.exit(2, f"error: {err}\n")
+    print(
+        f"wrote {stats['episodes']} demos ({stats['steps']} steps) to {stats['path']}: "
+        f"{stats['episodes']}/{stats['attempts']} attempts succeeded, "
+        f"mean length {stats['mean_episode_length']:.1f}, "
+        f"{stats['steps_per_s']:.0f} steps/s, wall {stats['wall_time_s']:.1f} s"
+    )
+    return stats
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
