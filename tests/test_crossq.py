@@ -17,7 +17,9 @@ from torchrl_sacflow.objectives.crossq_flow import CrossQFlowLoss
 N_OBS, N_ACT, BATCH, K = 5, 2, 16, 3
 KINDS = ("transformer", "gru", "mlp", "gaussian")
 _VELOCITY_KWARGS = {
-    "transformer": {"d_model": 16, "num_heads": 2, "num_layers": 1, "obs_hidden": 16, "time_dim": 8},
+    "transformer": {
+        "d_model": 16, "num_heads": 2, "num_layers": 1, "obs_hidden": 16, "time_dim": 8
+    },
     "gru": {"hidden_sizes": (16,)},
     "mlp": {"hidden_sizes": (16,)},
 }
@@ -29,7 +31,9 @@ def _spec():
 
 def _actor(kind: str, action_key="action"):
     if kind == "gaussian":
-        net = nn.Sequential(MLP(in_features=N_OBS, out_features=2 * N_ACT, num_cells=[16]), NormalParamExtractor())
+        net = nn.Sequential(
+            MLP(in_features=N_OBS, out_features=2 * N_ACT, num_cells=[16]), NormalParamExtractor()
+        )
         return ProbabilisticActor(
             TensorDictModule(net, in_keys=["observation"], out_keys=["loc", "scale"]),
             in_keys=["loc", "scale"],
@@ -51,7 +55,11 @@ def _actor(kind: str, action_key="action"):
 
 def _loss(kind: str, *, action_key="action", warmup_steps=100, **kwargs) -> CrossQFlowLoss:
     qvalue = make_crossq_qvalue(
-        N_OBS, N_ACT, num_cells=(32, 32), warmup_steps=warmup_steps, in_keys=("observation", action_key)
+        N_OBS,
+        N_ACT,
+        num_cells=(32, 32),
+        warmup_steps=warmup_steps,
+        in_keys=("observation", action_key),
     )
     if kind == "gaussian":
         kwargs.setdefault("target_entropy", "auto")
@@ -100,11 +108,14 @@ def _seed():
 def test_crossq_qvalue_architecture_and_batch_shapes():
     q = make_crossq_qvalue(N_OBS, N_ACT, num_cells=(8, 4), momentum=0.1, warmup_steps=7)
     brns = [m for m in q.modules() if isinstance(m, BatchRenorm1d)]
-    assert [m.num_features for m in brns] == [N_OBS + N_ACT, 8, 4]  # input BRN + one per hidden layer
+    # an input BRN, then one per hidden layer
+    assert [m.num_features for m in brns] == [N_OBS + N_ACT, 8, 4]
     assert all(m.momentum == 0.1 and m.warmup_steps == 7 for m in brns)
     kinds = [type(m) for m in q.module.net]
     assert kinds[1:4] == [nn.Linear, nn.ReLU, type(brns[0])]  # Linear -> ReLU -> BRN (CrossQ order)
-    td = TensorDict({"observation": torch.randn(3, 4, N_OBS), "action": torch.randn(3, 4, N_ACT)}, [3, 4])
+    td = TensorDict(
+        {"observation": torch.randn(3, 4, N_OBS), "action": torch.randn(3, 4, N_ACT)}, [3, 4]
+    )
     q.eval()
     out = q(td.clone())["state_action_value"]
     assert out.shape == (3, 4, 1)
@@ -155,7 +166,7 @@ def test_gradients_only_where_they_belong(kind):
         for name, params in groups.items():
             grads = torch.autograd.grad(out[key], params, retain_graph=True, allow_unused=True)
             nonzero = any(g is not None and g.abs().sum() > 0 for g in grads)
-            assert nonzero == (name == expected), f"{key} -> {name} params: nonzero grads = {nonzero}"
+            assert nonzero == (name == expected), f"{key} -> {name} params: grads = {nonzero}"
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -164,9 +175,11 @@ def test_brn_statistics_updated_by_critic_step_only(kind):
     data = _data(next_shift=10.0)
     before = _brn_state(loss)
 
-    loss_actor, meta = loss.actor_loss(data)  # the critic module is in train mode here: must not matter
+    # the critic module is in train mode here (its default): the actor step must not update stats
+    loss_actor, meta = loss.actor_loss(data)
     (loss_actor + loss.alpha_loss(meta["log_prob"]).mean()).backward()
-    loss.path_grad_norms(data) if kind != "gaussian" else None
+    if kind != "gaussian":
+        loss.path_grad_norms(data)
     _assert_same(before, _brn_state(loss))
 
     loss.qvalue_network.eval()  # the critic step must run in train mode anyway, then restore eval
@@ -182,7 +195,8 @@ def test_brn_statistics_updated_by_critic_step_only(kind):
     first = next(k for k in after if k[-1] == "running_mean")
     joint_obs = torch.cat([data["observation"], data["next", "observation"]])
     momentum = loss.qvalue_network.module.net[0].momentum
-    torch.testing.assert_close(after[first][:, :N_OBS], (momentum * joint_obs.mean(0)).expand(2, N_OBS))
+    expected = (momentum * joint_obs.mean(0)).expand(2, N_OBS)
+    torch.testing.assert_close(after[first][:, :N_OBS], expected)
 
 
 @pytest.mark.parametrize("kind", ["mlp", "gaussian"])
@@ -191,7 +205,9 @@ def test_critic_loss_is_joint_batch_without_target(kind):
     next value from the same (online) forward, detached."""
     loss = _loss(kind)
     data = _data()
-    names = [k for k, v in loss.qvalue_network_params.items(True, True) if isinstance(v, nn.Parameter)]
+    names = [
+        k for k, v in loss.qvalue_network_params.items(True, True) if isinstance(v, nn.Parameter)
+    ]
     params = loss.qvalue_network_params.data.clone()  # state before the step (stats included)
     for name in names:
         params.get(name).requires_grad_(True)
@@ -210,11 +226,12 @@ def test_critic_loss_is_joint_batch_without_target(kind):
     q_now, q_next = q[:, :BATCH], q[:, BATCH:]
     alpha = loss.log_alpha.exp().detach()
     not_term = (~data["next", "terminated"]).float().squeeze(-1)
-    target = data["next", "reward"].squeeze(-1) + 0.99 * not_term * (q_next.min(0)[0] - alpha * next_log_prob)
-    target = target.detach()
+    next_value = q_next.min(0)[0] - alpha * next_log_prob
+    target = (data["next", "reward"].squeeze(-1) + 0.99 * not_term * next_value).detach()
     expected = (q_now - target).pow(2).sum(0).mean()
     torch.testing.assert_close(loss_q, expected, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(meta["td_error"], (q_now - target).abs().max(0)[0], rtol=1e-5, atol=1e-5)
+    td_error = (q_now - target).abs().max(0)[0]
+    torch.testing.assert_close(meta["td_error"], td_error, rtol=1e-5, atol=1e-5)
     # same gradients: the next value is a detached part of the *same* forward (no target copy)
     got = torch.autograd.grad(loss_q, [loss.qvalue_network_params.get(n) for n in names])
     want = torch.autograd.grad(expected, [params.get(n) for n in names])
@@ -223,7 +240,9 @@ def test_critic_loss_is_joint_batch_without_target(kind):
 
 
 def test_critic_only_inputs_are_read_at_the_next_step():
-    qvalue = make_crossq_qvalue(N_OBS + 1, N_ACT, num_cells=(16,), in_keys=("observation", "extra", "action"))
+    qvalue = make_crossq_qvalue(
+        N_OBS + 1, N_ACT, num_cells=(16,), in_keys=("observation", "extra", "action")
+    )
     loss = CrossQFlowLoss(_actor("mlp"), qvalue)
     assert ("next", "extra") in loss.in_keys and "extra" in loss.in_keys
     data = _data()
@@ -246,7 +265,8 @@ def test_state_dict_round_trip_restores_brn_statistics(kind):
         (out["loss_actor"] + out["loss_qvalue"] + out["loss_alpha"]).backward()
         opt.step()
     state = loss.state_dict()
-    assert any(k.endswith("running_var") for k in state) and any(k.endswith("num_batches_tracked") for k in state)
+    assert any(k.endswith("running_var") for k in state)
+    assert any(k.endswith("num_batches_tracked") for k in state)
 
     fresh = _loss(kind, warmup_steps=2)
     with pytest.raises(AssertionError):
@@ -255,11 +275,12 @@ def test_state_dict_round_trip_restores_brn_statistics(kind):
     _assert_same(_brn_state(loss), _brn_state(fresh))
     counters = [v for k, v in _brn_state(fresh).items() if k[-1] == "num_batches_tracked"]
     assert len(counters) == 3 and all((c == 2).all() for c in counters)  # 3 updates, saturated at 2
-    for name in ("loss_actor", "loss_qvalue"):  # same params + stats -> same losses for the same draws
+    # same params and statistics -> same losses for the same random draws
+    for method in ("actor_loss", "qvalue_loss"):
         torch.manual_seed(3)
-        a = getattr(loss, name.replace("loss_", "") + "_loss")(data)[0]
+        a = getattr(loss, method)(data)[0]
         torch.manual_seed(3)
-        b = getattr(fresh, name.replace("loss_", "") + "_loss")(data)[0]
+        b = getattr(fresh, method)(data)[0]
         torch.testing.assert_close(a, b)
 
 
@@ -318,3 +339,31 @@ def test_next_action_with_actor_in_eval_mode_is_stochastic():
     assert n_next > 0 and not any(flags[:n_next])  # eval mode while drawing a'
     assert all(flags[n_next:])  # the actor's own (train) mode for its loss
     assert all(m.training for m in loss.actor_network.modules())  # mode given back
+
+
+def test_deactivate_vmap_matches_vmap():
+    # the for-loop fallback must write the running statistics back just like vmap does
+    ref = _loss("mlp")
+    loop = _loss("mlp", deactivate_vmap=True)
+    loop.load_state_dict(ref.state_dict())
+    data = _data()
+    torch.manual_seed(1)
+    expected = ref.qvalue_loss(data)[0]
+    torch.manual_seed(1)
+    got = loop.qvalue_loss(data)[0]
+    torch.testing.assert_close(got, expected)
+    stats_ref, stats_loop = _brn_state(ref), _brn_state(loop)
+    for key in stats_ref:
+        torch.testing.assert_close(stats_loop[key], stats_ref[key], msg=f"{key} differs")
+    assert all((v == 1).all() for k, v in stats_loop.items() if k[-1] == "num_batches_tracked")
+
+
+@pytest.mark.parametrize("kind", ["transformer", "gaussian"])
+def test_losses_leave_the_input_batch_untouched(kind):
+    loss = _loss(kind)
+    data = _data()
+    before = data.clone()
+    loss.qvalue_loss(data)
+    loss.actor_loss(data)
+    assert set(data.keys(True, True)) == set(before.keys(True, True))
+    assert (data == before).all()

@@ -13,11 +13,12 @@ from torchrl_sacflow.modules import (
     TransformerVelocity,
     VelocityField,
     get_flow_rollout,
+    make_crossq_qvalue,
     make_flow_actor,
     make_qvalue,
     velocity_module,
 )
-from torchrl_sacflow.objectives import FlowMatchingLoss, SACFlowLoss
+from torchrl_sacflow.objectives import CrossQFlowLoss, FlowMatchingLoss, SACFlowLoss
 
 __version__ = "0.1.0"
 
@@ -34,4 +35,6 @@ __all__ = [
     "FlowPathDistribution",
     "velocity_module",
     "make_qvalue",
+    "make_crossq_qvalue",
+    "CrossQFlowLoss",
 ]

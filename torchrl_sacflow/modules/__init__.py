@@ -13,4 +13,4 @@ from torchrl_sacflow.modules.velocity import (
     VelocityField,
     velocity_module,
 )
-from torchrl_sacflow.modules.critics import make_qvalue
+from torchrl_sacflow.modules.critics import make_crossq_qvalue, make_qvalue
