@@ -38,6 +38,7 @@ from torchrl_sacflow.modules.velocity import (
     MLPVelocity,
     TransformerVelocity,
     VelocityField,
+    _run_from,
 )
 
 __all__ = [
@@ -106,7 +107,7 @@ class StateLogStd(nn.Module):
             self.net[-1].bias.zero_()
 
     def forward(self, observation: torch.Tensor) -> torch.Tensor:
-        x = torch.tanh(self.net(observation))
+        x = torch.tanh(_run_from(self.net, observation))  # (ReLUs in place on its own activations)
         log_std = self.low + 0.5 * (self.high - self.low) * (x + 1.0)
         if self.num_steps:
             log_std = log_std.unflatten(-1, (self.num_steps, self.action_dim))
@@ -206,9 +207,9 @@ class FlowRollout(nn.Module):
         self._noise_std = None if value is None else float(value)
 
     # -- the rollout -----------------------------------------------------------------------
-    def _encode(self, observation: torch.Tensor):
+    def _encode(self, observation: torch.Tensor, times: Sequence[float] = ()):
         if isinstance(self.velocity, VelocityField):
-            return self.velocity.encode_state(observation)
+            return self.velocity.prepare_times(self.velocity.encode_state(observation), times)
         return observation
 
     def _velocity(self, action, context, time: float) -> torch.Tensor:
@@ -231,6 +232,30 @@ class FlowRollout(nn.Module):
             return velocity
         return velocity * ((1.0 - t + t * var / 2.0) / (1.0 - t)) - action * (var / (2.0 * (1.0 - t)))
 
+    def _step_coefficients(self, log_std: torch.Tensor, times: Sequence[float], dt: float):
+        """Per-step ``(c_A, c_v, σ√Δt)`` with ``A + Δt·b_θ = c_A ⊙ A + c_v ⊙ v``.
+
+        Expanding the drift: ``c_A = 1 − Δt (σ²/2) / (1 − t)`` and
+        ``c_v = Δt + (σ²/2) Δt t / (1 − t)`` (``c_A = 1``, ``c_v = Δt`` without the correction).
+        σ depends on the state only, so all K of them are computed together, once per rollout,
+        instead of re-deriving the drift's factors at every step.
+        """
+        K = len(times)
+        sqrt_dt = math.sqrt(dt)
+        if self.per_step_noise:  # log σ: [..., K, d]
+            scales = (log_std.exp() * sqrt_dt).unbind(-2)
+        else:
+            scales = (log_std.exp() * sqrt_dt,) * K
+        if not self.drift_correction:
+            return [(None, None, scale) for scale in scales]
+        half_var = (2.0 * log_std).exp() * 0.5
+        t = torch.tensor(times, dtype=log_std.dtype, device=log_std.device).unsqueeze(-1)  # [K, 1]
+        if not self.per_step_noise:
+            half_var = half_var.unsqueeze(-2)  # [..., 1, d]
+        coef_a = (half_var * (-dt / (1.0 - t))).add_(1.0).unbind(-2)
+        coef_v = (half_var * (dt * t / (1.0 - t))).add_(dt).unbind(-2)
+        return list(zip(coef_a, coef_v, scales))
+
     def squash(self, pre_tanh: torch.Tensor) -> torch.Tensor:
         return self.action_loc + self.action_scale * torch.tanh(pre_tanh)
 
@@ -248,45 +273,47 @@ class FlowRollout(nn.Module):
         log-density of each transition is evaluated from its own noise draw (the value the density
         takes at the reparameterised point, exact). With ``deterministic=True`` the path is the
         noise-free ODE and its log-density under the same transition kernel is returned.
+
+        The log-density is accumulated as ``−½ Σ_i ‖ε_i‖² − Σ_i Σ_j log(σ_ij √Δt) − ½ (K+1) d log 2π``
+        over the base draw ``ε_0 = A_0`` and the K step noises, then the tanh/rescale Jacobians.
         """
         log_std = self.resolve_log_std(log_std)
         K = self._num_steps
         dt = 1.0 / K
+        d = self.action_dim
         batch_shape = observation.shape[:-1]
         if base_noise is None and deterministic and self._deterministic_base == "zero":
-            a = observation.new_zeros((*batch_shape, self.action_dim))
+            a = observation.new_zeros((*batch_shape, d))
         elif base_noise is None:
-            a = torch.randn(
-                (*batch_shape, self.action_dim), device=observation.device, dtype=observation.dtype
-            )
+            a = torch.randn((*batch_shape, d), device=observation.device, dtype=observation.dtype)
         else:
             a = base_noise
         if self.record_path_grads and torch.is_grad_enabled():
             a = a.detach().requires_grad_(True)
-        log_prob = -0.5 * (a.pow(2).sum(-1) + self.action_dim * _LOG_2PI)
         path = [a]
-        context = self._encode(observation)
-        half_log_dt = 0.5 * math.log(dt)
-        if not self.per_step_noise:
-            std, var = log_std.exp(), (2.0 * log_std).exp()
-            log_norm = -(log_std.sum(-1) + self.action_dim * (half_log_dt + 0.5 * _LOG_2PI))
-        for i in range(K):
-            t = i * dt
-            if self.per_step_noise:
-                ls = log_std[..., i, :]
-                std, var = ls.exp(), (2.0 * ls).exp()
-                log_norm = -(ls.sum(-1) + self.action_dim * (half_log_dt + 0.5 * _LOG_2PI))
+        noises = [a]  # standardised Gaussian draws: A_0, then one per step
+        times = [i * dt for i in range(K)]
+        context = self._encode(observation, times)
+        coefs = self._step_coefficients(log_std, times, dt)
+        for t, (coef_a, coef_v, scale) in zip(times, coefs):
             v = self._velocity(a, context, t)
-            mean = a + dt * self.drift(v, a, t, var)
+            if coef_a is None:
+                mean = torch.add(a, v, alpha=dt)
+            else:
+                mean = torch.addcmul(a * coef_a, v, coef_v)
             if deterministic:
-                a_next = a + dt * v
-                z = (a_next - mean) / (std * math.sqrt(dt))
+                a_next = torch.add(a, v, alpha=dt)
+                z = (a_next - mean) / scale
             else:
                 z = torch.randn_like(a)
-                a_next = mean + (std * math.sqrt(dt)) * z
-            log_prob = log_prob + log_norm - 0.5 * z.pow(2).sum(-1)
+                a_next = torch.addcmul(mean, scale, z)
+            noises.append(z)
             a = a_next
             path.append(a)
+        sum_log_std = log_std.sum((-2, -1)) if self.per_step_noise else K * log_std.sum(-1)
+        log_norm = sum_log_std + K * d * 0.5 * math.log(dt) + (K + 1) * d * 0.5 * _LOG_2PI
+        sq_noise = torch.stack(noises).pow(2).sum((0, -1)) if len(noises) > 1 else a.pow(2).sum(-1)
+        log_prob = -0.5 * sq_noise - log_norm
         log_prob = log_prob - tanh_log_abs_det_jacobian(a) - self.action_scale.log().sum()
         return self.squash(a), log_prob, path
 

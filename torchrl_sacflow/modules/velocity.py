@@ -41,12 +41,25 @@ def _time_column(time: torch.Tensor | float, like: torch.Tensor) -> torch.Tensor
     return time.to(like.dtype).expand(*like.shape[:-1], 1)
 
 
-class _SplitInputLinear(nn.Module):
-    """``Linear`` on ``[A, s, t]`` whose state slice is applied once per rollout.
+class _SplitContext:
+    """Per-rollout context of :class:`_SplitInputLinear`: the observation and cached time columns."""
 
-    ``W [A; s; t] + b = W_A A + (W_s s + b) + W_t t``: the bracketed term depends on the state only,
-    so a K-step rollout pays for it once instead of K times. The parameters are those of one
-    ``nn.Linear(d + n + 1, out)``, so checkpoints do not depend on this trick.
+    __slots__ = ("observation", "time_columns")
+
+    def __init__(self, observation: torch.Tensor):
+        self.observation = observation
+        self.time_columns: dict[float, torch.Tensor] = {}
+
+
+class _SplitInputLinear(nn.Module):
+    """The ``Linear`` on ``[A, s, t]`` that opens the MLP and Flow-G velocities.
+
+    One ``nn.Linear(d + n + 1, out)`` applied to the concatenation at every Euler step. Splitting
+    it as ``W_A A + (W_s s + b) + W_t t`` and computing the state term once per rollout is exact,
+    but on CPU it measured *slower* (fwd+bwd of a 4-step rollout, batch 512: 15.9 ms vs 13.6 ms):
+    the ``[batch, out]`` state term has to be read at every step and its gradient accumulated
+    over the K steps, which costs more than the small ``K = d + n + 1`` matmul it saves. So each
+    step runs the plain linear; :meth:`prepare_times` only caches the time columns.
     """
 
     def __init__(self, action_dim: int, observation_dim: int, out_features: int):
@@ -55,17 +68,28 @@ class _SplitInputLinear(nn.Module):
         self.observation_dim = observation_dim
         self.linear = nn.Linear(action_dim + observation_dim + 1, out_features)
 
-    def encode_state(self, observation: torch.Tensor) -> torch.Tensor:
-        d, n = self.action_dim, self.observation_dim
-        return F.linear(observation, self.linear.weight[:, d : d + n], self.linear.bias)
+    def encode_state(self, observation: torch.Tensor) -> _SplitContext:
+        return _SplitContext(observation)
 
-    def step(self, action: torch.Tensor, state_part: torch.Tensor, time) -> torch.Tensor:
-        d = self.action_dim
-        out = F.linear(action, self.linear.weight[:, :d]) + state_part
-        w_t = self.linear.weight[:, -1]
+    def prepare_times(self, context: _SplitContext, times) -> _SplitContext:
+        obs = context.observation
+        for t in times:
+            context.time_columns[float(t)] = obs.new_full((*obs.shape[:-1], 1), float(t))
+        return context
+
+    def step(self, action: torch.Tensor, context, time) -> torch.Tensor:
+        observation = context.observation if isinstance(context, _SplitContext) else context
         if isinstance(time, torch.Tensor):
-            return out + _time_column(time, action) * w_t
-        return out + float(time) * w_t
+            column = _time_column(time, action)
+        else:
+            column = None
+            if isinstance(context, _SplitContext):
+                column = context.time_columns.get(float(time))
+            if column is None or column.shape[:-1] != action.shape[:-1]:
+                column = action.new_full((*action.shape[:-1], 1), float(time))
+        if observation.shape[:-1] != action.shape[:-1]:
+            observation = observation.expand(*action.shape[:-1], observation.shape[-1])
+        return self.linear(torch.cat([action, observation, column], dim=-1))
 
 
 def _mlp_tail(in_features: int, hidden: Sequence[int], out_features: int, activation) -> nn.Sequential:
@@ -76,6 +100,28 @@ def _mlp_tail(in_features: int, hidden: Sequence[int], out_features: int, activa
         last = h
     layers += [activation(), nn.Linear(last, out_features)]
     return nn.Sequential(*layers)
+
+
+def _run_from(sequential: nn.Sequential, x: torch.Tensor, start: int = 0, *, fresh: bool = False) -> torch.Tensor:
+    """``sequential[start:](x)`` without building a new ``Sequential``, with in-place ReLUs.
+
+    ``nn.ReLU`` layers are applied in place (``relu_``) to tensors this function created (or to
+    ``x`` itself when ``fresh=True``, i.e. when the caller owns it): the same values and
+    gradients (ReLU's backward reads its output), one ``[batch, width]`` allocation less per
+    layer, which measured ~9% of a 256×256 MLP's forward+backward on CPU. Not under
+    ``torch.compile``, which plans buffers itself.
+    """
+    if torch.compiler.is_compiling():
+        fresh = False  # the compiler plans buffers itself (and its fused in-place backward was slow)
+    for i, layer in enumerate(sequential):
+        if i < start:
+            continue
+        if fresh and type(layer) is nn.ReLU:
+            x = torch.relu_(x)
+        else:
+            x = layer(x)
+            fresh = True
+    return x
 
 
 class VelocityField(nn.Module):
@@ -102,6 +148,15 @@ class VelocityField(nn.Module):
 
     def encode_state(self, observation: torch.Tensor) -> Any:
         raise NotImplementedError
+
+    def prepare_times(self, context: Any, times: Sequence[float]) -> Any:
+        """Add to a rollout's ``context`` whatever depends only on the flow times it will visit.
+
+        Called once per rollout, after :meth:`encode_state`, with the K times ``t_i``; the
+        default returns ``context`` unchanged. :meth:`step` must accept the context with or
+        without this preparation (and any ``time``).
+        """
+        return context
 
     def step(self, action: torch.Tensor, context: Any, time: torch.Tensor | float) -> torch.Tensor:
         raise NotImplementedError
@@ -144,11 +199,14 @@ class MLPVelocity(VelocityField):
         self.input = _SplitInputLinear(action_dim, observation_dim, hidden_sizes[0])
         self.trunk = _mlp_tail(hidden_sizes[0], hidden_sizes[1:], action_dim, activation)
 
-    def encode_state(self, observation: torch.Tensor) -> torch.Tensor:
+    def encode_state(self, observation: torch.Tensor):
         return self.input.encode_state(observation)
 
+    def prepare_times(self, context, times):
+        return self.input.prepare_times(context, times)
+
     def step(self, action, context, time):
-        return self.trunk(self.input.step(action, context, time))
+        return _run_from(self.trunk, self.input.step(action, context, time), fresh=True)
 
 
 class GatedVelocity(VelocityField):
@@ -202,15 +260,29 @@ class GatedVelocity(VelocityField):
         with torch.no_grad():
             self.gate[-1].weight.zero_()
             self.gate[-1].bias.fill_(gate_bias_init)
+        # Both tails open with the same activation; when it is stateless (SiLU, ReLU, ...) it is
+        # applied once to the joint first-layer output instead of once per half.
+        first = self.gate[0]
+        self._shared_activation = not any(True for _ in first.parameters()) and not any(
+            True for _ in first.buffers()
+        )
 
     def encode_state(self, observation):
         return self.input.encode_state(observation)
 
+    def prepare_times(self, context, times):
+        return self.input.prepare_times(context, times)
+
     def gate_and_candidate(self, action, context, time) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.input.step(action, context, time)
-        g_in, c_in = h.split(self.hidden, dim=-1)
-        gate = torch.sigmoid(self.gate(g_in))
-        cand = self.candidate_bound * torch.tanh(self.candidate(c_in))
+        if self._shared_activation:
+            g_in, c_in = self.gate[0](h).split(self.hidden, dim=-1)
+            g_out, c_out = _run_from(self.gate, g_in, 1), _run_from(self.candidate, c_in, 1)
+        else:
+            g_in, c_in = h.split(self.hidden, dim=-1)
+            g_out, c_out = self.gate(g_in), self.candidate(c_in)
+        gate = torch.sigmoid(g_out)
+        cand = self.candidate_bound * torch.tanh(c_out)
         return gate, cand
 
     def step(self, action, context, time):
@@ -285,6 +357,57 @@ class _DecoderBlock(nn.Module):
         y = y + self.cross_attend(y, context)
         return y + self.ffn(self.norm_ffn(y))
 
+    def rollout_context(self, state_tokens: torch.Tensor) -> "_BlockContext":
+        """Everything a K-step rollout can compute once: the context of :meth:`encode_state`, and
+        the self-attention's two back-to-back linears fused into one,
+        ``W_o (W_v x + b_v) + b_o = (W_o W_v) x + (W_o b_v + b_o)``. With one state token the
+        cross-attention output is a per-rollout constant too, so it is folded with that bias into a
+        single residual term."""
+        w_out = self.self_out.weight
+        weight = w_out @ self.self_value.weight
+        bias = F.linear(self.self_value.bias, w_out, self.self_out.bias)
+        context = self.encode_state(state_tokens)
+        if self.num_state_tokens == 1:
+            return _BlockContext(weight, context + bias, None)
+        return _BlockContext(weight, bias, context)
+
+    def rollout_step(self, x: torch.Tensor, context: "_BlockContext") -> torch.Tensor:
+        """:meth:`forward` with a :meth:`rollout_context` (same math, fewer ops per Euler step)."""
+        h = self.norm_self(x)
+        if context.keys_values is None:  # one state token: y = x + W_sv LN(x) + (b_sv + cross)
+            resid = context.residual
+            if resid.shape == x.shape:
+                y = torch.addmm(
+                    (x + resid).reshape(-1, x.shape[-1]), h.reshape(-1, x.shape[-1]), context.weight.t()
+                ).view(x.shape)
+            else:
+                y = x + F.linear(h, context.weight) + resid
+        else:
+            y = x + F.linear(h, context.weight, context.residual)
+            y = y + self.cross_attend(y, context.keys_values)
+        return y + self.ffn(self.norm_ffn(y))
+
+
+class _BlockContext:
+    """Per-rollout constants of one decoder block (see :meth:`_DecoderBlock.rollout_context`)."""
+
+    __slots__ = ("weight", "residual", "keys_values")
+
+    def __init__(self, weight, residual, keys_values):
+        self.weight = weight  # W_o W_v
+        self.residual = residual  # b_sv (+ the single-token cross-attention output)
+        self.keys_values = keys_values  # stacked cross K/V for several state tokens, else None
+
+
+class _TransformerContext:
+    """Per-rollout context of :class:`TransformerVelocity`: block contexts and time biases."""
+
+    __slots__ = ("blocks", "time_bias")
+
+    def __init__(self, blocks):
+        self.blocks = blocks
+        self.time_bias: dict[float, torch.Tensor] = {}
+
 
 class TransformerVelocity(VelocityField):
     """Flow-T: a Transformer-decoder velocity (paper Eqs. 7–9).
@@ -352,16 +475,39 @@ class TransformerVelocity(VelocityField):
 
     def encode_state(self, observation):
         tokens = self.state_encoder(observation).unflatten(-1, (self.num_state_tokens, self.d_model))
-        return [block.encode_state(tokens) for block in self.blocks]
+        return _TransformerContext([block.rollout_context(tokens) for block in self.blocks])
+
+    def prepare_times(self, context, times):
+        """The time part of the action-time token for every step at once: one ``Linear`` on the
+        ``[K, time_dim]`` features, folded with the action projection's bias."""
+        if not isinstance(context, _TransformerContext) or not len(times):
+            return context
+        times = [float(t) for t in times]
+        feats = self.time_embedding(
+            torch.tensor(times, dtype=self.token_action.weight.dtype, device=self.token_action.weight.device).unsqueeze(-1)
+        )
+        bias = F.linear(feats, self.token_time.weight, self.token_action.bias)
+        context.time_bias.update(zip(times, bias.unbind(0)))
+        return context
 
     def step(self, action, context, time):
-        if isinstance(time, torch.Tensor):
-            time_feat = self.time_embedding(_time_column(time, action))
+        time_bias = None
+        if isinstance(context, _TransformerContext) and not isinstance(time, torch.Tensor):
+            time_bias = context.time_bias.get(float(time))
+        if time_bias is not None:
+            x = F.linear(action, self.token_action.weight, time_bias)
         else:
-            time_feat = self.time_embedding(action.new_full((1,), float(time)))
-        x = self.token_action(action) + self.token_time(time_feat)
-        for block, ctx in zip(self.blocks, context):
-            x = block(x, ctx)
+            if isinstance(time, torch.Tensor):
+                time_feat = self.time_embedding(_time_column(time, action))
+            else:
+                time_feat = self.time_embedding(action.new_full((1,), float(time)))
+            x = self.token_action(action) + self.token_time(time_feat)
+        if isinstance(context, _TransformerContext):
+            for block, ctx in zip(self.blocks, context.blocks):
+                x = block.rollout_step(x, ctx)
+        else:  # per-block contexts of _DecoderBlock.encode_state
+            for block, ctx in zip(self.blocks, context):
+                x = block(x, ctx)
         return self.head(self.norm_out(x))
 
 

@@ -1,0 +1,674 @@
+#!/usr/bin/env python
+"""Throughput of the SAC Flow recipe's training step and data collection, side by side with a
+hand-written PyTorch yardstick (``benchmarks/yardstick.py``).
+
+One command (``python benchmarks/throughput.py``; ``--quick`` for a smoke run) prints a markdown
+table and writes it to ``benchmarks/results/throughput_<device>.md`` with the command and the
+machine at the top. Rows:
+
+* **update**: SAC updates/s of the recipe's own step (``make_policy`` → ``make_loss`` →
+  ``make_optimizers`` → :class:`~torchrl_sacflow.training.update.SACUpdate`) for each policy, batch
+  size, K and mode (eager / ``torch.compile``), and the yardstick's updates/s for the same
+  configuration, measured in the same process, one update at a time, interleaved (A B B A A B ...,
+  ``--pairs`` pairs). The ratio column is the median over pairs of project / yardstick speed, so
+  drifts of the machine's load cancel out; with one learner thread the clock is the thread's CPU
+  time, which other processes on a shared machine do not inflate (``--clock``). Peak RSS is the process's high-water mark while that
+  step runs (reset through ``/proc/self/clear_refs`` before each measurement).
+* **collect**: env frames/s of HalfCheetah-v4 with the policy in the loop (exploration mode),
+  TorchRL ``Collector`` (1 worker) and ``MultiSyncCollector`` (``--workers``), next to a plain
+  gymnasium loop (1 env) / ``AsyncVectorEnv`` (n envs, one batched policy call) with the
+  yardstick's actor.
+
+``--check`` verifies first that, for equal parameters and equal noise, the yardstick and the recipe's
+step compute the same three losses and leave the same parameters after one update.
+
+``--device cuda`` runs the accelerator path: batches from a replay buffer stored on the device, both
+steps compiled (``mode="default"``) and captured with TorchRL/tensordict's ``CudaGraphModule``, Adam
+``capturable``, as pytorch/rl's sota SAC does.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+
+os.environ.setdefault("RL_WARNINGS", "False")
+warnings.filterwarnings("ignore")
+
+import logging  # noqa: E402
+
+import torch  # noqa: E402
+
+logging.getLogger("torchrl").setLevel(logging.WARNING)
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import yardstick  # noqa: E402
+
+OBS_DIM, ACT_DIM = 17, 6  # HalfCheetah-v4
+ENV_ID = "HalfCheetah-v4"
+POLICIES = ("flow_t", "flow_g", "flow_mlp", "gaussian")
+
+
+CONFIG_DIR = HERE.parent / "recipes" / "config"
+
+
+def recipe_config(policy: str, num_steps: int) -> dict:
+    """The recipe's own config groups (policy, critic=sac, optim) as plain dicts, K overridden."""
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.create(
+        {
+            "policy": OmegaConf.load(CONFIG_DIR / "policy" / f"{policy}.yaml"),
+            "critic": OmegaConf.load(CONFIG_DIR / "critic" / "sac.yaml"),
+            "optim": OmegaConf.load(CONFIG_DIR / "optim" / "default.yaml"),
+        }
+    )
+    c = OmegaConf.to_container(cfg, resolve=True)
+    if c["policy"]["kind"] == "flow":
+        c["policy"]["num_steps"] = int(num_steps)
+    return c
+
+
+# ---------------------------------------------------------------------------------------------
+# memory: the process's RSS high-water mark, resettable on Linux
+# ---------------------------------------------------------------------------------------------
+def _status_kib(field: str) -> int | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def reset_peak_rss() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # resets VmHWM to the current RSS
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_mib() -> float:
+    kib = _status_kib("VmHWM")
+    if kib is None:
+        import resource
+
+        kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # not resettable: process peak
+    return kib / 1024.0
+
+
+# ---------------------------------------------------------------------------------------------
+# the two training steps
+# ---------------------------------------------------------------------------------------------
+def _spec(device):
+    from torchrl.data import Bounded
+
+    return Bounded(-1.0, 1.0, shape=(ACT_DIM,), device=device)
+
+
+class ProjectStep:
+    """The recipe's step, built from the recipe's config files with its builders, as
+    ``recipes/train_mujoco.py`` does (``make_policy`` → ``make_loss`` → ``make_optimizers`` →
+    ``SACUpdate``)."""
+
+    def __init__(self, policy: str, num_steps: int, device: str, mode: str):
+        from torchrl_sacflow.training import SACUpdate, make_loss, make_optimizers, make_policy
+
+        c = recipe_config(policy, num_steps)
+        opt = c["optim"]
+        cuda = torch.device(device).type == "cuda"
+        actor = make_policy(c["policy"], _spec(device), OBS_DIM).to(device)
+        bundle = make_loss(c["critic"], actor, observation_dim=OBS_DIM, action_dim=ACT_DIM,
+                           gamma=opt["gamma"], alpha_init=opt["alpha_init"],
+                           target_entropy=c["policy"]["target_entropy"], device=device)
+        optims = make_optimizers(
+            bundle.loss_module, actor_lr=opt["actor_lr"], critic_lr=opt["critic_lr"], alpha_lr=opt["alpha_lr"],
+            actor_betas=(opt["actor_beta1"], 0.999), critic_betas=(opt["critic_beta1"], 0.999),
+            weight_decay=opt["weight_decay"])
+        if cuda:  # CUDA-graph capture of Adam.step needs its step counters on the device
+            for o in optims:
+                for group in o.param_groups:
+                    group["capturable"] = True
+        self.loss_module = bundle.loss_module
+        self.update = SACUpdate(
+            bundle.loss_module,
+            actor_optim=optims[0],
+            critic_optim=optims[1],
+            alpha_optim=optims[2],
+            target_updater=bundle.target_updater,
+            policy_delay=bundle.policy_delay,
+            compile=(mode == "compile") and ("default" if cuda else True),
+        )
+        self.fn = self.update
+        if cuda:
+            from tensordict.nn import CudaGraphModule
+
+            self.fn = CudaGraphModule(self.update, in_keys=[], out_keys=[], warmup=5)
+
+    def __call__(self, batch):
+        if torch.cuda.is_available():
+            torch.compiler.cudagraph_mark_step_begin()
+        return self.fn(batch[0])
+
+
+class YardstickStep:
+    """The hand-written step; compiled the same way as the project's (critic and actor steps)."""
+
+    def __init__(self, policy: str, num_steps: int, device: str, mode: str):
+        c = recipe_config(policy, num_steps)
+        opt = c["optim"]
+        with torch.device(device):
+            self.sac = yardstick.make_yardstick(
+                policy, OBS_DIM, ACT_DIM, num_steps=num_steps, device=device, gamma=opt["gamma"],
+                tau=c["critic"]["tau"], alpha_init=opt["alpha_init"], actor_lr=opt["actor_lr"],
+                critic_lr=opt["critic_lr"], alpha_lr=opt["alpha_lr"],
+                actor_betas=(opt["actor_beta1"], 0.999), critic_betas=(opt["critic_beta1"], 0.999))
+        cuda = torch.device(device).type == "cuda"
+        if cuda:
+            for opt in (self.sac.actor_opt, self.sac.q_opt, self.sac.alpha_opt):
+                for group in opt.param_groups:
+                    group["capturable"] = True
+        if mode == "compile":  # the same compiler settings as the project's SACUpdate(compile=...)
+            from torchrl_sacflow.training.update import compile_options
+
+            options = compile_options("default" if cuda else None)
+            self.sac.critic_step = torch.compile(self.sac.critic_step, options=options)
+            self.sac.actor_step = torch.compile(self.sac.actor_step, options=options)
+        self.fn = self.sac.update
+        if cuda:
+            from tensordict.nn import CudaGraphModule
+
+            self.fn = CudaGraphModule(self.sac.update, warmup=5)
+
+    def __call__(self, batch):
+        if torch.cuda.is_available():
+            torch.compiler.cudagraph_mark_step_begin()
+        return self.fn(*batch[1])
+
+
+def make_batches(num: int, batch_size: int, device: str, seed: int = 0):
+    """``num`` batches sampled from a replay buffer on ``device`` holding random HalfCheetah-shaped
+    transitions; each as ``(TensorDict for the project, plain tensors for the yardstick)``."""
+    from tensordict import TensorDict
+
+    from torchrl_sacflow.training.replay import make_replay_buffer
+
+    g = torch.Generator().manual_seed(seed)
+    n = max(4 * batch_size, 4096)
+    data = TensorDict(
+        {
+            "observation": torch.randn(n, OBS_DIM, generator=g),
+            "action": torch.rand(n, ACT_DIM, generator=g) * 2 - 1,
+            "next": {
+                "observation": torch.randn(n, OBS_DIM, generator=g),
+                "reward": torch.randn(n, 1, generator=g),
+                "done": torch.rand(n, 1, generator=g) < 0.01,
+                "terminated": torch.rand(n, 1, generator=g) < 0.01,
+            },
+        },
+        batch_size=[n],
+    )
+    rb = make_replay_buffer(n, batch_size, device=device)
+    rb.extend(data)
+    out = []
+    for _ in range(num):
+        td = rb.sample().to(device)
+        plain = (
+            td["observation"],
+            td["action"],
+            td["next", "reward"].squeeze(-1),
+            td["next", "observation"],
+            td["next", "terminated"].squeeze(-1).float(),
+        )
+        out.append((td, plain))
+    return out
+
+
+def _sync(device):
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _clock(args):
+    """Thread CPU time with one learner thread (robust to other processes on a shared machine),
+    wall time otherwise (CPU time would add up the threads)."""
+    if args.clock == "cpu" or (args.clock == "auto" and args.threads == 1 and not args.device.startswith("cuda")):
+        return "cpu", time.thread_time
+    return "wall", time.perf_counter
+
+
+def time_interleaved(step_a, step_b, batches, *, pairs: int, device: str, clock):
+    """Seconds per update of A and B, one update at a time in the order A B B A A B B A ...
+
+    Alternating single updates puts both under the same machine load, and the ABBA order cancels
+    any advantage of going first (warm caches). Returns the per-update times of A and of B.
+    """
+    times_a, times_b = [], []
+    k = 0
+    for i in range(pairs):
+        order = ((step_a, times_a), (step_b, times_b))
+        for step, times in order if i % 2 == 0 else order[::-1]:
+            _sync(device)
+            t0 = clock()
+            step(batches[k % len(batches)])
+            _sync(device)
+            times.append(clock() - t0)
+        k += 1
+    return times_a, times_b
+
+
+def _quantile(values, q):
+    v = sorted(values)
+    return v[min(len(v) - 1, int(q * len(v)))]
+
+
+def measure_peak(step, batches, n: int = 2) -> float:
+    """Peak RSS increase (MiB) over the RSS before ``n`` updates."""
+    reset_peak_rss()
+    before = (_status_kib("VmRSS") or 0) / 1024.0
+    for i in range(n):
+        step(batches[i % len(batches)])
+    return peak_rss_mib() - before
+
+
+def bench_update(policy, num_steps, batch_size, mode, args):
+    batches = make_batches(8, batch_size, args.device, seed=batch_size)
+    torch.manual_seed(0)
+    t0 = time.perf_counter()
+    proj = ProjectStep(policy, num_steps, args.device, mode)
+    warm = args.warmup if mode == "eager" else max(args.warmup, 3)
+    for i in range(warm):
+        proj(batches[i % len(batches)])
+    _sync(args.device)
+    proj_ready = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    yard = YardstickStep(policy, num_steps, args.device, mode)
+    for i in range(warm):
+        yard(batches[i % len(batches)])
+    _sync(args.device)
+    yard_ready = time.perf_counter() - t0
+    clock_name, clock = _clock(args)
+    tp, ty = time_interleaved(proj, yard, batches, pairs=args.pairs, device=args.device, clock=clock)
+    ratios = [y / p for p, y in zip(tp, ty)]  # (project upd/s) / (yardstick upd/s) per pair
+    mem_p = measure_peak(proj, batches)
+    mem_y = measure_peak(yard, batches)
+    return {
+        "clock": clock_name,
+        "policy": policy,
+        "K": "-" if policy == "gaussian" else num_steps,
+        "batch": batch_size,
+        "mode": mode,
+        "project": 1.0 / statistics.median(tp),
+        "yardstick": 1.0 / statistics.median(ty),
+        "ratio": statistics.median(ratios),
+        "ratio_q1": _quantile(ratios, 0.25),
+        "ratio_q3": _quantile(ratios, 0.75),
+        "rss_project": mem_p,
+        "rss_yardstick": mem_y,
+        "warmup_s_project": proj_ready,
+        "warmup_s_yardstick": yard_ready,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# --check: same losses and same updated parameters for the same parameters and noise
+# ---------------------------------------------------------------------------------------------
+_FLOW_T_NAMES = {
+    "token_time": "time_proj",
+    "token_action": "action_proj",
+    "state_encoder": "obs_enc",
+    "norm_self": "ln1",
+    "self_value": "self_v",
+    "self_out": "self_o",
+    "norm_context": "ln_ctx",
+    "cross_value": "cross_v",
+    "cross_out": "cross_o",
+    "norm_ffn": "ln2",
+    "norm_out": "ln_out",
+    "head": "out",
+}
+
+
+def library_to_yardstick(policy: str, loss_module, sac) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Pairs ``(yardstick tensor, library tensor)`` covering every trainable tensor of both."""
+    pairs = []
+    yard_actor = dict(sac.actor.named_parameters())
+    for key, value in loss_module.actor_network_params.items(True, True):
+        if not isinstance(value, torch.nn.Parameter) and not value.requires_grad:
+            continue  # buffers (action bounds, time frequencies)
+        key = list(key)
+        if policy == "gaussian":  # ('module','0','module','0', i, w)
+            pairs.append((yard_actor[f"net.{key[4]}.{key[5]}"], value))
+            continue
+        i = key.index("module", 2) + 1
+        rest = key[i:]
+        if rest[0] == "log_std_head":  # log_std_head.net.i.w
+            pairs.append((yard_actor[f"log_std_net.{rest[2]}.{rest[3]}"], value))
+            continue
+        v = rest[2:]  # after 'rollout', 'velocity'
+        if policy == "flow_mlp":
+            if v[0] == "input":
+                pairs.append((yard_actor[f"velocity.net.0.{v[2]}"], value))
+            else:  # trunk.{1,3} -> net.{2,4}
+                pairs.append((yard_actor[f"velocity.net.{int(v[1]) + 1}.{v[2]}"], value))
+        elif policy == "flow_g":
+            if v[0] == "input":
+                h = value.shape[0] // 2
+                pairs.append((yard_actor[f"velocity.gate.0.{v[2]}"], value[:h]))
+                pairs.append((yard_actor[f"velocity.cand.0.{v[2]}"], value[h:]))
+            else:
+                name = "gate" if v[0] == "gate" else "cand"
+                pairs.append((yard_actor[f"velocity.{name}.{int(v[1]) + 1}.{v[2]}"], value))
+        else:
+            name = ".".join(_FLOW_T_NAMES.get(p, p) for p in v)
+            pairs.append((yard_actor[f"velocity.{name}"], value))
+    for params, nets in (
+        (loss_module.qvalue_network_params, (sac.q1, sac.q2)),
+        (loss_module.target_qvalue_network_params, (sac.q1_target, sac.q2_target)),
+    ):
+        for key, value in params.items(True, True):
+            layer, kind = key[-2], key[-1]
+            for j, net in enumerate(nets):
+                pairs.append((getattr(net[int(layer)], kind), value[j]))
+    pairs.append((sac.log_alpha, loss_module.log_alpha))
+    n_yard = sum(1 for _ in sac.actor.parameters()) + 4 * 6 + 1
+    if len({id(p) for p, _ in pairs}) != n_yard:
+        raise RuntimeError(f"parameter mapping covers {len(pairs)} tensors, expected {n_yard}")
+    return pairs
+
+
+def check(policies, num_steps: int = 4, batch_size: int = 64, updates: int = 2, verbose=True) -> dict:
+    """Run ``updates`` steps of both on equal parameters and noise; return the max abs differences."""
+    results = {}
+    for policy in policies:
+        batches = make_batches(updates, batch_size, "cpu", seed=1)
+        proj = ProjectStep(policy, num_steps, "cpu", "eager")
+        yard = YardstickStep(policy, num_steps, "cpu", "eager")
+        pairs = library_to_yardstick(policy, proj.loss_module, yard.sac)
+        with torch.no_grad():
+            for y, lib in pairs:
+                y.copy_(lib)
+        worst_loss, worst_param = 0.0, 0.0
+        for batch in batches:
+            torch.manual_seed(123)
+            out = proj.update(batch[0])
+            torch.manual_seed(123)
+            q_loss, actor_loss, alpha_loss, _, _ = yard.sac.update(*batch[1])
+            for a, b in ((out["loss_qvalue"], q_loss), (out["loss_actor"], actor_loss), (out["loss_alpha"], alpha_loss)):
+                worst_loss = max(worst_loss, float((a - b).abs() / (1.0 + b.abs())))
+            pairs = library_to_yardstick(policy, proj.loss_module, yard.sac)
+            worst_param = max(worst_param, max(float((y - lib).abs().max()) for y, lib in pairs))
+        results[policy] = (worst_loss, worst_param)
+        if verbose:
+            print(f"check {policy:9s} K={num_steps}: max rel. loss diff {worst_loss:.2e}, "
+                  f"max param diff after {updates} updates {worst_param:.2e}")
+    return results
+
+
+# ---------------------------------------------------------------------------------------------
+# collection
+# ---------------------------------------------------------------------------------------------
+def bench_collect_project(policy, workers, args):
+    from torchrl.envs.utils import ExplorationType, set_exploration_type
+
+    from torchrl_sacflow.training.collectors import make_collector
+    from torchrl_sacflow.training.envs import env_maker
+    from torchrl_sacflow.training.policies import make_policy
+
+    env_fn = env_maker(ENV_ID)
+    actor = make_policy(recipe_config(policy, 4)["policy"], _spec("cpu"), OBS_DIM)
+    fpb = args.frames_per_batch
+    total = fpb * (args.collect_batches + 1)
+    t0 = time.perf_counter()
+    collector = make_collector(env_fn, actor, total_frames=total, frames_per_batch=fpb, num_workers=workers,
+                               seed=0, learner_threads=args.threads)
+    frames, t_start = 0, None
+    with set_exploration_type(ExplorationType.RANDOM):
+        for i, batch in enumerate(collector):
+            if i == 0:  # the first batch pays for starting workers and envs
+                startup = time.perf_counter() - t0
+                t_start = time.perf_counter()
+                continue
+            frames += batch.numel()
+    elapsed = time.perf_counter() - t_start
+    collector.shutdown()
+    torch.set_num_threads(args.threads)  # the multi-process collector may have changed it
+    return frames / elapsed, startup
+
+
+def bench_collect_yardstick(policy, workers, args):
+    import gymnasium as gym
+    import numpy as np
+
+    torch.manual_seed(0)
+    actor = yardstick.make_yardstick(policy, OBS_DIM, ACT_DIM, num_steps=4).actor
+    fpb, nb = args.frames_per_batch, args.collect_batches
+    t0 = time.perf_counter()
+    if workers == 1:
+        env = gym.make(ENV_ID)
+    else:
+        env = gym.vector.AsyncVectorEnv([lambda: gym.make(ENV_ID)] * workers)
+    obs, _ = env.reset(seed=0)
+    frames, t_start = 0, None
+    steps_per_batch = fpb // workers
+    with torch.no_grad():
+        for b in range(nb + 1):
+            if b == 1:
+                t_start = time.perf_counter()
+                startup = t_start - t0
+            for _ in range(steps_per_batch):
+                s = torch.as_tensor(obs, dtype=torch.float32)
+                act, _ = actor.sample(s.unsqueeze(0) if workers == 1 else s)
+                act = act.numpy()
+                obs, _, term, trunc, _ = env.step(act[0] if workers == 1 else act)
+                if workers == 1 and (term or trunc):
+                    obs, _ = env.reset()
+                # AsyncVectorEnv resets finished sub-envs by itself
+                if b > 0:
+                    frames += workers
+    elapsed = time.perf_counter() - t_start
+    env.close()
+    return frames / elapsed, startup
+
+
+# ---------------------------------------------------------------------------------------------
+# report
+# ---------------------------------------------------------------------------------------------
+def machine_description(args) -> list[str]:
+    import tensordict
+    import torchrl
+
+    cpu = platform.processor() or "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count()
+    mem = _status_kib("MemTotal")
+    try:
+        with open("/proc/meminfo") as f:
+            mem = int(f.readline().split()[1]) // (1024 * 1024)
+    except OSError:
+        mem = "?"
+    load = os.getloadavg() if hasattr(os, "getloadavg") else ("?",)
+    lines = [
+        f"- machine: {cpu}, {cores} cores available, {mem} GiB RAM, {platform.system()} {platform.release()}",
+        f"- load average at start (1/5/15 min): {' / '.join(f'{x:.2f}' for x in load)}",
+        f"- python {platform.python_version()}, torch {torch.__version__}, torchrl {torchrl.__version__}, "
+        f"tensordict {tensordict.__version__}",
+        f"- device: {args.device}"
+        + (f" ({torch.cuda.get_device_name()})" if args.device.startswith("cuda") else "")
+        + f"; learner threads: {args.threads} (`torch.set_num_threads`)",
+    ]
+    return lines
+
+
+def format_update_table(rows) -> list[str]:
+    out = [
+        "| policy | K | batch | mode | project upd/s | yardstick upd/s | ratio (IQR) | peak RSS +MiB project / yardstick | ready s project / yardstick |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        out.append(
+            f"| {r['policy']} | {r['K']} | {r['batch']} | {r['mode']} | {r['project']:.1f} | {r['yardstick']:.1f} "
+            f"| **{r['ratio']:.2f}** ({r['ratio_q1']:.2f}–{r['ratio_q3']:.2f}) "
+            f"| {r['rss_project']:.0f} / {r['rss_yardstick']:.0f} "
+            f"| {r['warmup_s_project']:.1f} / {r['warmup_s_yardstick']:.1f} |"
+        )
+    return out
+
+
+def format_collect_table(rows) -> list[str]:
+    out = [
+        "| policy (K=4) | workers | TorchRL collector frames/s | plain gymnasium loop frames/s | ratio | startup s (collector / plain) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        out.append(
+            f"| {r['policy']} | {r['workers']} | {r['project']:.0f} | {r['yardstick']:.0f} | **{r['ratio']:.2f}** "
+            f"| {r['startup_project']:.1f} / {r['startup_yardstick']:.1f} |"
+        )
+    return out
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="smoke run: flow_t/gaussian, batch 256, K=4, few reps")
+    p.add_argument("--check", action="store_true", help="verify yardstick == library numerically, then exit")
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads of this process (default 1)")
+    p.add_argument("--policies", default=",".join(POLICIES))
+    p.add_argument("--batch-sizes", default="512,256")
+    p.add_argument("--num-steps", default="4,10", help="values of K")
+    p.add_argument("--modes", default="eager,compile")
+    p.add_argument("--compile-grid", default="main",
+                   help="'main': compiled rows only at the first batch size and first K (compile takes "
+                        "~1 min per row on 2 cores); 'all': every eager row also compiled")
+    p.add_argument("--pairs", type=int, default=30, help="timed (project, yardstick) update pairs per row")
+    p.add_argument("--clock", choices=("auto", "cpu", "wall"), default="auto",
+                   help="auto: thread CPU time when --threads 1 on CPU, else wall time")
+    p.add_argument("--warmup", type=int, default=2, help="untimed updates before timing (>=3 when compiled)")
+    p.add_argument("--no-collect", dest="collect", action="store_false")
+    p.add_argument("--no-update", dest="update", action="store_false")
+    p.add_argument("--workers", default="1,2", help="collector worker counts")
+    p.add_argument("--frames-per-batch", type=int, default=1000)
+    p.add_argument("--collect-batches", type=int, default=3, help="timed batches after a warm-up batch")
+    p.add_argument("--out", default=None, help="markdown output (default benchmarks/results/throughput_<device>.md)")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.policies, args.batch_sizes, args.num_steps = "flow_t,gaussian", "256", "4"
+        args.pairs, args.workers, args.collect_batches = 10, "1,2", 2
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    policies = [p for p in args.policies.split(",") if p]
+    if args.check:
+        res = check(policies)
+        bad = {k: v for k, v in res.items() if not (v[0] < 1e-4 and v[1] < 1e-4)}
+        print("check:", "FAILED " + str(bad) if bad else "OK")
+        return 1 if bad else 0
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit("--device cuda asked for, but torch.cuda.is_available() is False")
+    batch_sizes = [int(b) for b in args.batch_sizes.split(",") if b]
+    ks = [int(k) for k in args.num_steps.split(",") if k]
+    modes = [m for m in args.modes.split(",") if m]
+    workers = [int(w) for w in args.workers.split(",") if w]
+    t_start = time.perf_counter()
+    header = machine_description(args)
+    command = "python " + " ".join([os.path.relpath(__file__)] + (sys.argv[1:] if argv is None else list(argv)))
+
+    update_rows = []
+    if args.update:
+        grid = []
+        for mode in modes:
+            for policy in policies:
+                for b in batch_sizes:
+                    for k in (ks[:1] if policy == "gaussian" else ks):
+                        if mode == "compile" and args.compile_grid == "main" and (b, k) != (batch_sizes[0], ks[0]):
+                            continue
+                        grid.append((policy, k, b, mode))
+        for policy, k, b, mode in grid:
+            row = bench_update(policy, k, b, mode, args)
+            update_rows.append(row)
+            print(format_update_table([row])[-1], flush=True)
+    collect_rows = []
+    if args.collect and not args.device.startswith("cuda"):
+        for policy in policies:
+            for w in workers:
+                fp, sp = bench_collect_project(policy, w, args)
+                fy, sy = bench_collect_yardstick(policy, w, args)
+                row = {"policy": policy, "workers": w, "project": fp, "yardstick": fy, "ratio": fp / fy,
+                       "startup_project": sp, "startup_yardstick": sy}
+                collect_rows.append(row)
+                print(format_collect_table([row])[-1], flush=True)
+    wall = time.perf_counter() - t_start
+
+    lines = ["# SAC Flow throughput: the recipe's step vs a hand-written PyTorch yardstick", ""]
+    lines += [f"Command: `{command}` (wall time {wall / 60:.1f} min)", ""]
+    lines += header + [""]
+    if update_rows:
+        lines += [
+            "## Training step (updates/s; one update = critic step + soft target update + actor step + α step)",
+            "",
+            f"Project = `make_policy` → `make_loss(critic=sac)` → `make_optimizers` → `SACUpdate` (twin 256×256 "
+            f"critics, τ=0.005); yardstick = `benchmarks/yardstick.py`. {args.pairs} interleaved pairs of single updates "
+            f"(ABBA order), clock: {update_rows[0]['clock']} time (thread CPU time with one learner thread, so other "
+            f"processes on the machine do not inflate it); upd/s = 1 / median time; ratio = median over pairs of "
+            f"project/yardstick speed (>1: project faster), IQR in brackets. "
+            f"`compile` = `torch.compile` of the critic and actor steps (both sides). 'ready s' = build + warm-up "
+            f"(incl. compilation).",
+            "",
+        ]
+        lines += format_update_table(update_rows) + [""]
+    if collect_rows:
+        lines += [
+            f"## Collection ({ENV_ID}, policy in the loop, exploration noise on)",
+            "",
+            f"TorchRL `Collector` (1 worker, in-process) / `MultiSyncCollector` (n single-threaded worker "
+            f"processes) built by `torchrl_sacflow.training.make_collector`, {args.frames_per_batch} frames per "
+            f"batch, {args.collect_batches} timed batches after one warm-up batch; next to a plain gymnasium loop "
+            f"(1 env) / `gymnasium.vector.AsyncVectorEnv` (n envs, one batched policy call) with the yardstick "
+            f"actor.",
+            "",
+        ]
+        lines += format_collect_table(collect_rows) + [""]
+    if not args.device.startswith("cuda"):
+        lines += [
+            "The accelerator path (`--device cuda`: replay buffer on the device, `torch.compile` + "
+            "`CudaGraphModule`, capturable Adam) exists but was not measured here: no GPU was available.",
+            "",
+        ]
+    text = "\n".join(lines)
+    print()
+    print(text)
+    out = Path(args.out) if args.out else HERE / "results" / f"throughput_{args.device.split(':')[0]}.md"
+    if not args.quick or args.out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+        print(f"written to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

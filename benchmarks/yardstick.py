@@ -1,0 +1,285 @@
+"""A hand-written SAC Flow update in plain PyTorch: the yardstick of ``benchmarks/throughput.py``.
+
+What an experienced PyTorch user would write in an afternoon from the paper (arXiv 2509.25756) and
+``shared/design/ALGORITHM.md``, without tensordict or TorchRL and without importing
+``torchrl_sacflow``: nn.Modules for the networks, a loop over the K Euler steps, twin critics as two
+separate MLPs with deep-copied targets, three ``torch.optim.Adam`` with default settings, and a
+Polyak loop over the target parameters.
+
+It is plain, not slowed down: state-only work (the σ head) runs once per rollout, the critic target
+runs under ``no_grad``, the critics' parameters are frozen during the actor's backward pass (as
+Spinning Up does), and nothing calls ``.item()``. It also is not tuned: each velocity network is
+an ordinary ``v(a, s, t)`` module evaluated on ``[a, s, t]`` at every Euler step, as the paper
+writes it.
+
+Same networks and math as the library's recipe (so its figures are comparable, and
+``throughput.py --check`` verifies equal losses and equal updated parameters for equal parameters
+and noise):
+
+* MLP velocity: ``MLP([a, s, t])``, hidden (256, 256), ReLU.
+* Flow-G: gate ``σ(z([a, s, t]))`` and candidate ``κ tanh(c([a, s, t]))`` MLPs (hidden 128, SiLU),
+  ``v = g ⊙ (ĉ − a)``; the gate head starts at weight 0, bias 5.
+* Flow-T: sinusoidal time features, action-time token, state token from a 2-layer encoder, pre-norm
+  decoder blocks. A token that may attend only to itself (diagonal self-attention mask) or to one
+  state token has softmax weight 1, so each attention is ``W_o W_v (·)`` of its (normed) key/value;
+  query and key projections would be dead weights and are not created (same parameter set as the
+  library's :class:`TransformerVelocity`).
+* σ: a state-only ``256-256`` ReLU head, ``log σ = low + (high − low)(tanh(x) + 1)/2``.
+* Noisy rollout ``A_{i+1} = A_i + b Δt + σ √Δt ε_i`` with the drift correction
+  ``b = v (1 − t + tσ²/2)/(1 − t) − A σ²/(2(1 − t))``; log-density of the path from the noise
+  draws; ``tanh`` Jacobian ``2(log 2 − x − softplus(−2x))``; affine rescale to the action bounds.
+* Gaussian baseline: Tanh-Normal MLP actor (256, 256), scale ``softplus(x + b) + 0.01`` with
+  ``softplus(b) = 0.99``, clamped at 1e-4.
+* Critics ``Q(s, a)``: MLP (256, 256) ReLU, two of them, soft targets (τ = 0.005).
+* Losses: ``y = r + γ(1 − term)(min Q̄(s', a') − α log p')``, ``L_Q = Σ_j mean (Q_j − y)²``,
+  ``L_π = mean(α log p − min Q)``, ``L_α = −log α · mean(log p + H)``, one step each per update
+  (critic, target update, actor, temperature — CleanRL's order).
+"""
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "MLPVelocity",
+    "GatedVelocity",
+    "TransformerVelocity",
+    "FlowActor",
+    "GaussianActor",
+    "YardstickSAC",
+    "make_yardstick",
+]
+
+LOG_2PI = math.log(2.0 * math.pi)
+
+
+def mlp(sizes, activation) -> nn.Sequential:
+    layers = []
+    for i in range(len(sizes) - 1):
+        layers.append(nn.Linear(sizes[i], sizes[i + 1]))
+        if i < len(sizes) - 2:
+            layers.append(activation())
+    return nn.Sequential(*layers)
+
+
+# --------------------------------------------------------------------------------------------
+# velocity networks v(a, s, t)
+# --------------------------------------------------------------------------------------------
+class MLPVelocity(nn.Module):
+    def __init__(self, act_dim, obs_dim, hidden=(256, 256)):
+        super().__init__()
+        self.net = mlp([act_dim + obs_dim + 1, *hidden, act_dim], nn.ReLU)
+
+    def forward(self, a, s, t):
+        return self.net(torch.cat([a, s, t], dim=-1))
+
+
+class GatedVelocity(nn.Module):
+    def __init__(self, act_dim, obs_dim, hidden=(128, 128), kappa=50.0):
+        super().__init__()
+        self.kappa = kappa
+        self.gate = mlp([act_dim + obs_dim + 1, *hidden, act_dim], nn.SiLU)
+        self.cand = mlp([act_dim + obs_dim + 1, *hidden, act_dim], nn.SiLU)
+        with torch.no_grad():
+            self.gate[-1].weight.zero_()
+            self.gate[-1].bias.fill_(5.0)
+
+    def forward(self, a, s, t):
+        x = torch.cat([a, s, t], dim=-1)
+        g = torch.sigmoid(self.gate(x))
+        c = self.kappa * torch.tanh(self.cand(x))
+        return g * (c - a)
+
+
+class DecoderBlock(nn.Module):
+    def __init__(self, d_model, ffn_dim):
+        super().__init__()
+        self.ln1 = nn.LayerNorm(d_model)
+        self.self_v = nn.Linear(d_model, d_model)
+        self.self_o = nn.Linear(d_model, d_model)
+        self.ln_ctx = nn.LayerNorm(d_model)
+        self.cross_v = nn.Linear(d_model, d_model)
+        self.cross_o = nn.Linear(d_model, d_model)
+        self.ln2 = nn.LayerNorm(d_model)
+        self.ffn = nn.Sequential(nn.Linear(d_model, ffn_dim), nn.SiLU(), nn.Linear(ffn_dim, d_model))
+
+    def forward(self, x, state_token):
+        x = x + self.self_o(self.self_v(self.ln1(x)))  # attends to itself only: weight 1
+        x = x + self.cross_o(self.cross_v(self.ln_ctx(state_token)))  # one key: weight 1
+        return x + self.ffn(self.ln2(x))
+
+
+class TransformerVelocity(nn.Module):
+    def __init__(self, act_dim, obs_dim, d_model=64, num_layers=2, obs_hidden=32, time_dim=16):
+        super().__init__()
+        self.register_buffer("freqs", math.pi * 2.0 ** torch.arange(time_dim // 2).float())
+        self.time_proj = nn.Linear(time_dim, d_model, bias=False)
+        self.action_proj = nn.Linear(act_dim, d_model)
+        self.obs_enc = nn.Sequential(nn.Linear(obs_dim, obs_hidden), nn.SiLU(), nn.Linear(obs_hidden, d_model))
+        self.blocks = nn.ModuleList(DecoderBlock(d_model, 4 * d_model) for _ in range(num_layers))
+        self.ln_out = nn.LayerNorm(d_model)
+        self.out = nn.Linear(d_model, act_dim)
+
+    def forward(self, a, s, t):
+        ang = t * self.freqs
+        x = self.action_proj(a) + self.time_proj(torch.cat([ang.sin(), ang.cos()], dim=-1))
+        state_token = self.obs_enc(s)
+        for block in self.blocks:
+            x = block(x, state_token)
+        return self.out(self.ln_out(x))
+
+
+VELOCITIES = {"flow_t": TransformerVelocity, "flow_g": GatedVelocity, "flow_mlp": MLPVelocity}
+
+
+# --------------------------------------------------------------------------------------------
+# actors: sample(obs) -> (action, log p)
+# --------------------------------------------------------------------------------------------
+def tanh_logdet(x):
+    return (2.0 * (math.log(2.0) - x - F.softplus(-2.0 * x))).sum(-1)
+
+
+class FlowActor(nn.Module):
+    def __init__(self, velocity, act_dim, obs_dim, num_steps=4, low=-1.0, high=1.0, log_std_bounds=(-5.0, 2.0)):
+        super().__init__()
+        self.velocity = velocity
+        self.act_dim = act_dim
+        self.num_steps = num_steps
+        self.log_std_low, self.log_std_high = log_std_bounds
+        self.log_std_net = mlp([obs_dim, 256, 256, act_dim], nn.ReLU)
+        with torch.no_grad():
+            self.log_std_net[-1].weight.mul_(0.01)
+            self.log_std_net[-1].bias.zero_()
+        low = torch.as_tensor(low, dtype=torch.float32).expand(act_dim)
+        high = torch.as_tensor(high, dtype=torch.float32).expand(act_dim)
+        self.register_buffer("a_loc", (high + low) / 2)
+        self.register_buffer("a_scale", (high - low) / 2)
+
+    def sample(self, s):
+        K, d = self.num_steps, self.act_dim
+        dt = 1.0 / K
+        u = torch.tanh(self.log_std_net(s))
+        log_std = self.log_std_low + 0.5 * (self.log_std_high - self.log_std_low) * (u + 1.0)
+        std = log_std.exp()
+        var = std * std
+        a = torch.randn(s.shape[0], d, device=s.device)
+        logp = -0.5 * (a * a).sum(-1) - 0.5 * d * LOG_2PI
+        for i in range(K):
+            t = i * dt
+            v = self.velocity(a, s, torch.full((s.shape[0], 1), t, device=s.device))
+            drift = v * (1.0 - t + t * var / 2.0) / (1.0 - t) - a * var / (2.0 * (1.0 - t))
+            eps = torch.randn_like(a)
+            a = a + drift * dt + std * math.sqrt(dt) * eps
+            logp = logp - 0.5 * (eps * eps).sum(-1) - (log_std + 0.5 * math.log(dt)).sum(-1) - 0.5 * d * LOG_2PI
+        logp = logp - tanh_logdet(a) - self.a_scale.log().sum()
+        return self.a_loc + self.a_scale * torch.tanh(a), logp
+
+
+class GaussianActor(nn.Module):
+    def __init__(self, act_dim, obs_dim, hidden=(256, 256), low=-1.0, high=1.0):
+        super().__init__()
+        self.net = mlp([obs_dim, *hidden, 2 * act_dim], nn.ReLU)
+        self.scale_bias = math.log(math.expm1(1.0 - 0.01))  # softplus(0 + bias) + 0.01 = 1
+        low = torch.as_tensor(low, dtype=torch.float32).expand(act_dim)
+        high = torch.as_tensor(high, dtype=torch.float32).expand(act_dim)
+        self.register_buffer("a_loc", (high + low) / 2)
+        self.register_buffer("a_scale", (high - low) / 2)
+
+    def sample(self, s):
+        loc, scale = self.net(s).chunk(2, dim=-1)
+        scale = (F.softplus(scale + self.scale_bias) + 0.01).clamp_min(1e-4)
+        x = loc + scale * torch.randn_like(loc)
+        logp = (-0.5 * ((x - loc) / scale) ** 2 - scale.log() - 0.5 * LOG_2PI).sum(-1)
+        logp = logp - tanh_logdet(x) - self.a_scale.log().sum()
+        return self.a_loc + self.a_scale * torch.tanh(x), logp
+
+
+# --------------------------------------------------------------------------------------------
+# the update
+# --------------------------------------------------------------------------------------------
+class YardstickSAC:
+    """SAC with twin soft-target critics, α auto-tuning and Adam; ``update(*batch)`` = one step."""
+
+    def __init__(self, actor, obs_dim, act_dim, *, hidden=(256, 256), gamma=0.99, tau=0.005,
+                 alpha_init=0.2, target_entropy=0.0, actor_lr=3e-4, critic_lr=1e-3, alpha_lr=1e-3,
+                 actor_betas=(0.5, 0.999), critic_betas=(0.9, 0.999), device="cpu"):
+        self.actor = actor.to(device)
+        self.q1 = mlp([obs_dim + act_dim, *hidden, 1], nn.ReLU).to(device)
+        self.q2 = mlp([obs_dim + act_dim, *hidden, 1], nn.ReLU).to(device)
+        self.q1_target = copy.deepcopy(self.q1)
+        self.q2_target = copy.deepcopy(self.q2)
+        for p in list(self.q1_target.parameters()) + list(self.q2_target.parameters()):
+            p.requires_grad_(False)
+        self.q_params = list(self.q1.parameters()) + list(self.q2.parameters())
+        self.log_alpha = torch.tensor(math.log(alpha_init), device=device, requires_grad=True)
+        self.gamma, self.tau, self.target_entropy = gamma, tau, target_entropy
+        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=actor_lr, betas=actor_betas)
+        self.q_opt = torch.optim.Adam(self.q_params, lr=critic_lr, betas=critic_betas)
+        self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=alpha_lr)
+
+    def critic_step(self, obs, act, rew, next_obs, term):
+        alpha = self.log_alpha.detach().exp()
+        with torch.no_grad():
+            next_act, next_logp = self.actor.sample(next_obs)
+            sa_next = torch.cat([next_obs, next_act], dim=-1)
+            q_next = torch.min(self.q1_target(sa_next), self.q2_target(sa_next)).squeeze(-1)
+            y = rew + self.gamma * (1.0 - term) * (q_next - alpha * next_logp)
+        sa = torch.cat([obs, act], dim=-1)
+        q1, q2 = self.q1(sa).squeeze(-1), self.q2(sa).squeeze(-1)
+        q_loss = ((q1 - y) ** 2).mean() + ((q2 - y) ** 2).mean()
+        self.q_opt.zero_grad()
+        q_loss.backward()
+        self.q_opt.step()
+        return q_loss.detach()
+
+    def soft_update(self):
+        with torch.no_grad():
+            for net, target in ((self.q1, self.q1_target), (self.q2, self.q2_target)):
+                for p, p_t in zip(net.parameters(), target.parameters()):
+                    p_t.mul_(1.0 - self.tau).add_(self.tau * p)
+
+    def actor_step(self, obs):
+        alpha = self.log_alpha.detach().exp()
+        for p in self.q_params:
+            p.requires_grad_(False)
+        act, logp = self.actor.sample(obs)
+        sa = torch.cat([obs, act], dim=-1)
+        q = torch.min(self.q1(sa), self.q2(sa)).squeeze(-1)
+        actor_loss = (alpha * logp - q).mean()
+        self.actor_opt.zero_grad()
+        actor_loss.backward()
+        self.actor_opt.step()
+        for p in self.q_params:
+            p.requires_grad_(True)
+        alpha_loss = -(self.log_alpha * (logp.detach() + self.target_entropy)).mean()
+        self.alpha_opt.zero_grad()
+        alpha_loss.backward()
+        self.alpha_opt.step()
+        return actor_loss.detach(), alpha_loss.detach(), -logp.detach().mean()
+
+    def update(self, obs, act, rew, next_obs, term):
+        """One SAC step on a batch (``rew`` and ``term`` are ``[B]`` float tensors); returns the
+        detached critic, actor and temperature losses, α and the entropy estimate ``−mean log p``."""
+        q_loss = self.critic_step(obs, act, rew, next_obs, term)
+        self.soft_update()
+        actor_loss, alpha_loss, entropy = self.actor_step(obs)
+        return q_loss, actor_loss, alpha_loss, self.log_alpha.detach().exp(), entropy
+
+
+def make_yardstick(policy, obs_dim, act_dim, *, num_steps=4, device="cpu", low=-1.0, high=1.0, **sac_kwargs):
+    """The yardstick for ``policy`` in ``flow_t``, ``flow_g``, ``flow_mlp``, ``gaussian``.
+
+    ``sac_kwargs`` go to :class:`YardstickSAC` (γ, τ, α_0, learning rates, Adam betas). The Gaussian
+    policy's target entropy is ``−|A|`` and its Adam β1 0.9; the flow policies' 0 and 0.5.
+    """
+    if policy == "gaussian":
+        actor = GaussianActor(act_dim, obs_dim, low=low, high=high)
+        sac_kwargs.setdefault("actor_betas", (0.9, 0.999))
+        return YardstickSAC(actor, obs_dim, act_dim, target_entropy=-float(act_dim), device=device, **sac_kwargs)
+    velocity = VELOCITIES[policy](act_dim, obs_dim)
+    actor = FlowActor(velocity, act_dim, obs_dim, num_steps=num_steps, low=low, high=high)
+    return YardstickSAC(actor, obs_dim, act_dim, device=device, **sac_kwargs)

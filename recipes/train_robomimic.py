@@ -1,0 +1,315 @@
+"""SAC Flow offline-to-online on Robomimic, assembled from TorchRL parts (ALGORITHM.md §4).
+
+    python -m recipes.train_robomimic                                  # Flow-T, scripted Lift, ~12 min on 2 cores
+    python -m recipes.train_robomimic velocity=gru seed=1              # Flow-G
+    python -m recipes.train_robomimic dataset=/data/lift/mh/low_dim.hdf5 max_episode_steps=500
+    python -m recipes.train_robomimic velocity=gru seed=1 resume=outputs/<run dir>
+
+Three phases on one actor, each resumable from its checkpoint: flow-matching pre-training on the
+demonstrations; optional offline SAC Flow updates on them (β = ``beta.offline``); online SAC Flow
+with a TorchRL ``Collector`` on the robosuite task rebuilt from the file's ``env_args``, each batch
+mixing demonstrations and online data (``OfflineToOnlineReplayBuffer``), β annealed linearly. The
+policy emits chunks of ``action_chunk`` actions; the env executes a chunk per step and returns its
+discounted reward, so the critic target uses γ^h (offline chunks are built the same way).
+"""
+from __future__ import annotations
+
+import functools
+import json
+import math
+import random
+import time
+import warnings
+from pathlib import Path
+
+import hydra
+import numpy as np
+import torch
+import tqdm
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from torchrl_sacflow.plot import plot_runs
+from torchrl_sacflow.robomimic import make_robomimic_env
+from torchrl_sacflow.training import (
+    ConfigError,
+    SACUpdate,
+    check_resume,
+    config_fingerprint,
+    exit_on_config_error,
+    load_checkpoint,
+    log_metrics,
+    make_checkpoint,
+    make_collector,
+    make_logger,
+    make_optimizers,
+    make_policy,
+    round_up_frames,
+    save_checkpoint,
+    set_learner_threads,
+)
+from torchrl_sacflow.training.offline_online import (
+    VELOCITY_NAMES,
+    FlowMatchingUpdate,
+    LinearSchedule,
+    MixedReplayBuffer,
+    check_chunking,
+    check_offline_online_config,
+    evaluate_success,
+    load_offline_data,
+    make_chunked_sac_flow_loss,
+    make_offline_buffer,
+    read_task_env_args,
+    resolve_dataset,
+    truncate_phase_logs,
+)
+from torchrl_sacflow.training.signals import INTERRUPTED_EXIT_CODE, StopOnSignal
+
+# The robosuite env has no InitTracker and the flow actor does not read "is_init"; TorchRL 0.14
+# warns about it anyway on every collector it builds.
+warnings.filterwarnings("ignore", message="The env passed to Collector is missing transforms")
+
+
+def train(cfg: DictConfig, run_dir: str | Path) -> dict:
+    """Run (or, with ``resume``, continue) one offline-to-online run in ``run_dir``; return a summary."""
+    c = OmegaConf.to_container(cfg, resolve=True)
+    check_offline_online_config(c)
+    h, opt, ev, lg, B = c["action_chunk"], c["optim"], c["eval"], c["logger"], c["batch_size"]
+    dataset, _ = resolve_dataset(c["dataset"], task=c["task"], datasets_dir=c["datasets_dir"],
+                                 episodes=c["scripted_episodes"], seed=c["scripted_seed"])
+    env_args = read_task_env_args(dataset, c["task"])
+    # What a checkpoint must agree on: the data/env (incl. h, γ) and every network-shaping setting
+    c["env"] = {"id": f"robomimic-{c['task']}", "dataset": str(dataset.resolve()), "action_chunk": h,
+                "gamma": c["gamma"], "obs_keys": c["obs_keys"], "filter_key": c["filter_key"]}
+    c["policy"] = {"name": VELOCITY_NAMES[c["velocity"]], "kind": "flow", "velocity": c["velocity"],
+                   "num_steps": c["num_steps"], "noise_std": float(c["noise_std"]),
+                   "velocity_kwargs": c["velocity_kwargs"][c["velocity"]]}
+    fingerprint = config_fingerprint(c)
+    if c["resume"]:
+        resume_meta = check_resume(c["resume"], fingerprint)
+        run_dir = c["resume"]
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(OmegaConf.create(c), run_dir / "config.yaml")
+    set_learner_threads(c["threads"], 1)
+    device = torch.device("cuda" if c["device"] == "auto" and torch.cuda.is_available() else
+                          "cpu" if c["device"] == "auto" else c["device"])
+    torch.manual_seed(c["seed"]), np.random.seed(c["seed"]), random.seed(c["seed"])
+
+    # Demonstrations (chunked like the env's steps), envs, actor, chunk critic + loss, updates, buffers
+    offline = load_offline_data(dataset, obs_keys=c["obs_keys"], action_chunk=h, gamma=c["gamma"],
+                                filter_key=c["filter_key"])
+    env_fn = functools.partial(make_robomimic_env, env_args, obs_keys=c["obs_keys"], action_chunk=h,
+                               gamma=c["gamma"], max_episode_steps=c["max_episode_steps"])
+    eval_env = env_fn(seed=c["seed"] + 10_000)
+    width = check_chunking(offline, eval_env, h)
+    obs_dim = int(offline["observation"].shape[-1])
+    actor = make_policy(c["policy"], eval_env.action_spec, obs_dim).to(device)
+    loss, target_updater = make_chunked_sac_flow_loss(
+        actor, observation_dim=obs_dim, action_width=width, action_chunk=h, gamma=c["gamma"],
+        critic_cells=c["critic"]["num_cells"], num_qvalue_nets=c["critic"]["num_qvalue_nets"],
+        tau=c["critic"]["tau"], alpha_init=opt["alpha_init"], fixed_alpha=not opt["autotune_alpha"],
+        target_entropy=opt["target_entropy"])
+    loss.to(device)
+    actor_optim, critic_optim, alpha_optim = make_optimizers(
+        loss, actor_lr=opt["actor_lr"], critic_lr=opt["critic_lr"], alpha_lr=opt["alpha_lr"],
+        actor_betas=(opt["actor_beta1"], 0.999))
+    update = SACUpdate(loss, actor_optim=actor_optim, critic_optim=critic_optim, target_updater=target_updater,
+                       alpha_optim=alpha_optim if opt["autotune_alpha"] else None)
+    pretrain = FlowMatchingUpdate(actor, lr=opt["pretrain_lr"])
+    offline_rb = make_offline_buffer(offline)
+    capacity = c["online_buffer_size"]  # allocated in full on the first write; a saved buffer keeps its size
+    if c["resume"] and resume_meta["frames"] > 0 and resume_meta["online_capacity"] != capacity:
+        raise ConfigError(f"{c['resume']!r} was made with online_buffer_size={resume_meta['online_capacity']}: "
+                          f"pass online_buffer_size={resume_meta['online_capacity']} to resume it")
+    replay_buffer = MixedReplayBuffer(offline_rb, online_capacity=capacity, offline_fraction=c["offline_fraction"],
+                                      batch_size=B)
+    beta_online = LinearSchedule(c["beta"]["online_start"], c["beta"]["online_end"], c["beta"]["online_anneal_frames"])
+
+    # Checkpoint: every stateful piece, restored in place on resume (progress is a JSON dict)
+    progress = {"phase": "pretrain", "pretrain_steps": 0, "offline_steps": 0, "frames": 0, "updates": 0,
+                "episodes": 0, "wall_time_s": 0.0, "phase_eval": {}}
+    ckpt = make_checkpoint(
+        loss_module=loss, update_step=update, progress=progress, config=c, policy=actor,
+        optimizers={"actor_optim": actor_optim, "critic_optim": critic_optim, "alpha_optim": alpha_optim,
+                    "pretrain_optim": pretrain.optimizer})
+
+    def register_online_data() -> None:  # an empty storage cannot be saved: register it once it has data
+        if c["checkpoint"]["save_replay_buffer"] and "replay_buffer" not in ckpt.components:
+            ckpt.register("replay_buffer", replay_buffer.online_buffer)
+
+    if c["resume"]:
+        if resume_meta["frames"] > 0:
+            register_online_data()
+        load_checkpoint(ckpt, run_dir)
+        truncate_phase_logs(run_dir, {"pretrain": progress["pretrain_steps"], "offline": progress["offline_steps"]},
+                            default=progress["frames"])
+    logger = make_logger(lg["backend"], run_dir, project=lg["project"], wandb_mode=lg["wandb_mode"], config=c)
+    start, wall_before, speeds = time.perf_counter(), progress["wall_time_s"], {}
+
+    def save() -> None:
+        if progress["frames"] > 0:
+            register_online_data()
+        progress["wall_time_s"] = wall_before + time.perf_counter() - start
+        save_checkpoint(ckpt, run_dir, metadata={"frames": progress["frames"], "phase": progress["phase"],
+                                                 "online_capacity": capacity,
+                                                 "fingerprint": fingerprint,
+                                                 "fingerprint_groups": {k: c[k] for k in ("env", "policy", "critic")}})
+
+    def run_eval() -> dict:
+        return evaluate_success(eval_env, actor, num_episodes=ev["num_episodes"])
+
+    def bar(total: int, initial: int, desc: str, unit: str) -> tqdm.tqdm:
+        return tqdm.tqdm(total=total, initial=initial, desc=desc, unit=unit, dynamic_ncols=True,
+                         disable=not lg["progress_bar"])
+
+    def offline_phase(name: str, target: int, step_fn, sample_fn) -> None:
+        """``target`` gradient steps on demonstration batches, logged as ``<name>/*`` vs steps."""
+        key, t0, n0, window = f"{name}_steps", time.perf_counter(), progress[f"{name}_steps"], []
+        pbar = bar(target, n0, name, "step")
+        while progress[key] < target and not stop.requested:
+            window.append(step_fn(sample_fn()))
+            progress[key] += 1
+            pbar.update(1)
+            if progress[key] % lg["log_interval"] == 0 or progress[key] == target:
+                rate = (progress[key] - n0) / (time.perf_counter() - t0)
+                metrics = {f"{name}/{k}": v for k, v in torch.stack(window).mean().items()}
+                log_metrics(logger, {**metrics, f"{name}/steps_per_s": rate}, progress[key])
+                pbar.set_postfix({k.split("/")[-1]: float(v) for k, v in metrics.items()}, refresh=False)
+                window = []
+            if c["checkpoint"]["steps_interval"] and progress[key] % c["checkpoint"]["steps_interval"] == 0:
+                save()
+        pbar.close()
+        if progress[key] > n0:
+            speeds[f"{name}_steps_per_s"] = (progress[key] - n0) / (time.perf_counter() - t0)
+        if not stop.requested and progress[key] > 0:  # success rate of the policy this phase leaves
+            result = run_eval()
+            progress["phase_eval"][name] = result["success_rate"]
+            log_metrics(logger, {f"{name}/eval_{k}": v for k, v in result.items()}, progress[key])
+            print(f"{name}: {progress[key]} steps, eval success rate {result['success_rate']:.2f}", flush=True)
+
+    with StopOnSignal() as stop:
+        # 1. Flow-matching pre-training (behaviour cloning) on the demonstrations
+        if progress["phase"] == "pretrain":
+            offline_phase("pretrain", c["pretrain_steps"], pretrain, lambda: offline_rb.sample(B).to(device))
+            if not stop.requested:
+                progress["phase"] = "offline"
+                save()
+        # 2. Offline SAC Flow: critic and actor on demonstrations only, β = beta.offline
+        if progress["phase"] == "offline" and not stop.requested:
+            loss.proximity_coef = c["beta"]["offline"] / width
+            offline_phase("offline", c["offline_steps"], update, lambda: offline_rb.sample(B).to(device))
+            if not stop.requested:
+                progress["phase"] = "online"
+                save()
+
+        # 3. Online SAC Flow: collect chunks → mixed buffer → updates, eval/log/checkpoint by frames
+        total_frames = round_up_frames(c["online_frames"], c["frames_per_batch"])
+        last_eval: dict = {}
+        if progress["phase"] == "online" and not stop.requested and "online_start" not in progress["phase_eval"]:
+            # the starting point of fine-tuning: the last phase's evaluation, or a fresh one
+            initial = progress["phase_eval"].get("offline", progress["phase_eval"].get("pretrain"))
+            last_eval = {"success_rate": initial} if initial is not None else run_eval()
+            log_metrics(logger, {f"eval/{k}": v for k, v in last_eval.items()}, 0)
+            last_eval["frames"], progress["phase_eval"]["online_start"] = 0, last_eval["success_rate"]
+        session_frames = session_updates = 0
+        collect_time = update_time = 0.0
+        t_online = time.perf_counter()
+        if progress["phase"] == "online" and progress["frames"] < total_frames and not stop.requested:
+            collector = make_collector(env_fn, actor, total_frames=total_frames - progress["frames"],
+                                       frames_per_batch=c["frames_per_batch"], seed=c["seed"] + progress["frames"],
+                                       device=device)
+            pbar = bar(total_frames, progress["frames"], "online", "frame")
+            t_ready = time.perf_counter()
+            for data in collector:
+                collect_time += time.perf_counter() - t_ready
+                data = data.reshape(-1)
+                replay_buffer.extend(data)
+                before = progress["frames"]
+                progress["frames"] += data.numel()
+                session_frames += data.numel()
+                metrics = {}
+                done = data["next", "done"].squeeze(-1)
+                if done.any():
+                    progress["episodes"] += int(done.sum())
+                    metrics["train/episode_success_rate"] = data["next", "success"].squeeze(-1)[done].float().mean()
+                    metrics["train/episodes"] = progress["episodes"]
+                loss.proximity_coef = beta_online(before) / width
+                t0, out = time.perf_counter(), []
+                for _ in range(round(data.numel() * c["updates_per_frame"])):
+                    if stop.requested:
+                        break
+                    out.append(update(replay_buffer.sample().to(device)))
+                update_time += time.perf_counter() - t0
+                progress["updates"] += len(out)
+                session_updates += len(out)
+                if out:
+                    metrics.update({f"train/{k}": v for k, v in torch.stack(out).mean().items()})
+                metrics.update({"train/beta": beta_online(before), "train/offline_fraction": c["offline_fraction"]})
+                collector.update_policy_weights_()
+                if (ev["interval"] and progress["frames"] // ev["interval"] > before // ev["interval"]) \
+                        or progress["frames"] >= total_frames:
+                    last_eval = {**run_eval(), "frames": progress["frames"]}
+                    metrics.update({f"eval/{k}": v for k, v in last_eval.items() if k != "frames"})
+                metrics["time/env_frames_per_s"] = session_frames / max(collect_time, 1e-9)
+                metrics["time/updates_per_s"] = session_updates / max(update_time, 1e-9)
+                metrics["time/wall_time_s"] = wall_before + time.perf_counter() - start
+                log_metrics(logger, metrics, progress["frames"])
+                pbar.update(data.numel())
+                pbar.set_postfix(success=last_eval.get("success_rate", math.nan), beta=beta_online(before),
+                                 refresh=False)
+                if stop.requested:
+                    break
+                interval = c["checkpoint"]["interval"]
+                if interval and progress["frames"] // interval > before // interval:
+                    save()
+                t_ready = time.perf_counter()
+            collector.shutdown()
+            pbar.close()
+    if progress["phase"] == "online" and not stop.requested and last_eval.get("frames") != progress["frames"]:
+        last_eval = {**run_eval(), "frames": progress["frames"]}  # e.g. a resumed, already finished run
+        log_metrics(logger, {f"eval/{k}": v for k, v in last_eval.items() if k != "frames"}, progress["frames"])
+    save()
+    if logger is not None and hasattr(logger, "flush"):
+        logger.flush()
+    if lg["plot"] and lg["backend"] == "csv" and progress["phase"] == "online":
+        plot_runs([run_dir], out=run_dir / "success_rate.png", metric="eval/success_rate",
+                  title=f"{c['env']['id']} {c['policy']['name']} offline-to-online")
+    online_s = time.perf_counter() - t_online
+    summary = {
+        "run_dir": str(run_dir), "dataset": str(dataset), "phase": progress["phase"],
+        "pretrain_steps": progress["pretrain_steps"], "offline_steps": progress["offline_steps"],
+        "frames": progress["frames"], "session_frames": session_frames, "updates": progress["updates"],
+        "episodes": progress["episodes"],
+        "success_rate_after_pretrain": progress["phase_eval"].get("pretrain"),
+        "success_rate_after_offline": progress["phase_eval"].get("offline"),
+        "final_success_rate": last_eval.get("success_rate"),
+        **speeds,
+        "env_frames_per_s": session_frames / collect_time if collect_time else None,
+        "online_frames_per_s": session_frames / online_s if session_frames else None,
+        "updates_per_s": session_updates / update_time if update_time else None,
+        "wall_time_s": progress["wall_time_s"], "interrupted": stop.requested,
+        "chunking": {"action_chunk": h, "offline_action_width": int(offline["action"].shape[-1]),
+                     "env_action_width": width, "critic_gamma": float(loss.value_estimator.gamma),
+                     "online_action_width": int(replay_buffer.online_buffer[:1]["action"].shape[-1])
+                     if len(replay_buffer.online_buffer) else None},
+    }
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    final = "n/a" if summary["final_success_rate"] is None else f"{summary['final_success_rate']:.2f}"
+    print(f"{'interrupted' if stop.requested else 'done'}: {summary['pretrain_steps']} pre-training steps, "
+          f"{summary['offline_steps']} offline updates, {summary['frames']} online frames, "
+          f"success rate after pre-training {summary['success_rate_after_pretrain']}, final {final}, "
+          f"wall time {summary['wall_time_s']:.0f}s -> {run_dir}", flush=True)
+    return summary
+
+
+@hydra.main(config_path="config", config_name="train_robomimic", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    with exit_on_config_error("train_robomimic"):
+        summary = train(cfg, HydraConfig.get().runtime.output_dir)
+    if summary["interrupted"]:
+        raise SystemExit(INTERRUPTED_EXIT_CODE)
+
+
+if __name__ == "__main__":
+    main()

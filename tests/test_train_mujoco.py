@@ -1,0 +1,205 @@
+"""End-to-end smoke runs of ``recipes.train_mujoco``: every policy, several workers, resume,
+SIGINT, and the one-line errors for bad input."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from recipes.train_mujoco import CONFIG_DIR, train
+from torchrl_sacflow.training import ConfigError, check_group_choices, read_checkpoint_metadata, read_csv_scalar
+
+REPO = Path(__file__).resolve().parents[1]
+COMMON = [
+    "env=pendulum",
+    "collector.total_frames=300",
+    "collector.init_random_frames=100",
+    "collector.frames_per_batch=100",
+    "optim.batch_size=32",
+    "replay_buffer.size=2000",
+    "critic.num_cells=[16,16]",
+    "optim.utd_ratio=0.5",
+    "eval.num_episodes=1",
+    "eval.max_steps=50",
+    "eval.interval=200",
+    "checkpoint.interval=200",
+    "logger.progress_bar=false",
+    "logger.plot=false",
+    "threads=1",
+]
+TINY = {
+    "flow_t": ["policy.velocity_kwargs.d_model=16", "policy.log_std_kwargs.hidden_sizes=[16]"],
+    "flow_g": ["policy.velocity_kwargs.hidden_sizes=[16]", "policy.log_std_kwargs.hidden_sizes=[16]"],
+    "flow_mlp": ["policy.velocity_kwargs.hidden_sizes=[16]", "policy.log_std_kwargs.hidden_sizes=[16]"],
+    "gaussian": ["policy.num_cells=[16]"],
+}
+
+
+def _cfg(policy="flow_t", *overrides):
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return compose("train_mujoco", overrides=[*COMMON, f"policy={policy}", *TINY[policy], *overrides])
+
+
+def _cli(*args):
+    return [sys.executable, "-m", "recipes.train_mujoco", *args]
+
+
+@pytest.mark.parametrize("policy", list(TINY))
+def test_smoke_run_every_policy_on_pendulum(policy, tmp_path):
+    summary = train(_cfg(policy, "logger.log_path_grad_norms_every=50"), tmp_path)
+    # updates start once init_random_frames are in: 3 batches x 100 frames x utd 0.5
+    assert summary["frames"] == 300 and summary["updates"] == 150 and not summary["interrupted"]
+    assert summary["eval_return_mean"] is not None and summary["eval_return_mean"] < 0
+    assert json.loads((tmp_path / "summary.json").read_text())["frames"] == 300
+    steps, returns = read_csv_scalar(tmp_path, "eval/return_mean")
+    assert steps == [200, 300] and all(r < 0 for r in returns)
+    for metric in ("train/loss_qvalue", "train/loss_actor", "train/alpha", "train/entropy", "eval/return_std"):
+        assert read_csv_scalar(tmp_path, metric)[0], f"{metric} was not logged"
+    grad_steps, _ = read_csv_scalar(tmp_path, "train/path_grad_norm_step_0")
+    if policy == "gaussian":
+        assert not grad_steps
+    else:
+        assert grad_steps == [100, 200, 300]  # after updates 50, 100, 150
+        assert read_csv_scalar(tmp_path, "train/path_grad_norm_step_3")[0] and \
+            not read_csv_scalar(tmp_path, "train/path_grad_norm_step_4")[0]
+    assert read_checkpoint_metadata(tmp_path)["frames"] == 300
+
+
+def test_smoke_run_with_two_collector_workers(tmp_path):
+    summary = train(_cfg("flow_g", "collector.num_workers=2", "collector.total_frames=200"), tmp_path)
+    assert summary["frames"] == 200 and summary["updates"] == 100
+
+
+def test_learning_curve_png_is_written(tmp_path):
+    train(_cfg("gaussian", "collector.total_frames=200", "logger.plot=true"), tmp_path)
+    assert (tmp_path / "learning_curve.png").stat().st_size > 1000
+
+
+def _component_state(run_dir, name):
+    path = next((run_dir / "checkpoint" / "components").glob(f"*-{name}")) / "state.pt"
+    return torch.load(path, weights_only=True)
+
+
+def _assert_equal(x, y):
+    if isinstance(x, dict):
+        assert x.keys() == y.keys()
+        for k in x:
+            _assert_equal(x[k], y[k])
+    elif isinstance(x, (list, tuple)):
+        for a, b in zip(x, y, strict=True):
+            _assert_equal(a, b)
+    elif isinstance(x, torch.Tensor):
+        assert torch.equal(x, y)
+    else:
+        assert x == y
+
+
+def test_resume_continues_frame_counter_and_loads_every_state(tmp_path):
+    first = train(_cfg("flow_t", "collector.total_frames=200", "critic.policy_delay=2"), tmp_path)
+    assert first["frames"] == 200 and first["updates"] == 100
+    saved = {n: _component_state(tmp_path, n)
+             for n in ("loss_module", "actor_optim", "critic_optim", "alpha_optim", "update_step", "policy")}
+
+    # Resuming a finished run trains nothing: the checkpoint it re-saves must equal what it loaded.
+    again = train(_cfg("flow_t", "collector.total_frames=200", "critic.policy_delay=2", f"resume={tmp_path}"), "unused")
+    assert again["frames"] == 200 and again["updates"] == 100 and again["run_dir"] == str(tmp_path)
+    for name, state in saved.items():
+        _assert_equal(state, _component_state(tmp_path, name))
+
+    # Continuing to a larger budget ends at the same counters as one uninterrupted 300-frame run.
+    resumed = train(_cfg("flow_t", "collector.total_frames=300", "critic.policy_delay=2", f"resume={tmp_path}"), "x")
+    assert resumed["frames"] == 300 and resumed["updates"] == 150
+    assert _component_state(tmp_path, "update_step")["num_calls"] == 150
+    steps, _ = read_csv_scalar(tmp_path, "eval/return_mean")
+    assert steps == [200, 300]
+
+
+def test_resume_from_another_config_is_refused(tmp_path):
+    train(_cfg("flow_t", "collector.total_frames=100"), tmp_path)
+    with pytest.raises(ConfigError, match="policy.velocity_kwargs.d_model=16 \\(now 32\\)"):
+        train(_cfg("flow_t", "policy.velocity_kwargs.d_model=32", f"resume={tmp_path}"), "x")
+
+
+def test_sigint_saves_checkpoint_and_resume_finishes(tmp_path):
+    run_dir = tmp_path / "run"
+    args = [*COMMON, "policy=gaussian", *TINY["gaussian"], "collector.total_frames=100000",
+            "checkpoint.interval=0", "eval.interval=0", f"hydra.run.dir={run_dir}"]
+    proc = subprocess.Popen(_cli(*args), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.time() + 120
+        while not (run_dir / "logs" / "scalars" / "train" / "loss_qvalue.csv").exists():
+            assert proc.poll() is None, proc.stdout.read()
+            assert time.time() < deadline, "the run never started updating"
+            time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        output, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, output
+    assert "interrupted:" in output and "Traceback" not in output
+    frames = read_checkpoint_metadata(run_dir)["frames"]
+    assert 100 <= frames < 100000 and frames % 100 == 0
+    summary = train(_cfg("gaussian", f"collector.total_frames={frames + 100}", f"resume={run_dir}"), "x")
+    assert summary["frames"] == frames + 100 and not summary["interrupted"]
+
+
+BAD_INPUTS = {  # name: (overrides, expected message)
+    "env id": (["env.version=v9"], "unknown env id 'Pendulum-v9'"),
+    "env option": (["env=cartpole"], "unknown env 'cartpole'"),
+    "policy name": (["policy=flow_x"], "unknown policy 'flow_x'"),
+    "K < 1": (["policy.num_steps=0"], "policy.num_steps (K, Euler steps) must be an integer >= 1"),
+    "negative sigma": (["policy.noise_std=-0.1"], "policy.noise_std (σ) must be > 0"),
+    "missing resume dir": (["resume={tmp}/nope"], "does not exist"),
+    "other config": (["policy.num_steps=2", "resume={good}"], "another env/policy/critic config"),
+}
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("finished")
+    train(_cfg("flow_t", "collector.total_frames=100"), run_dir)
+    return run_dir
+
+
+def _bad_overrides(name, tmp_path, good):
+    return [o.format(tmp=tmp_path, good=good) for o in BAD_INPUTS[name][0]]
+
+
+@pytest.mark.parametrize("name", list(BAD_INPUTS))
+def test_bad_input_message(name, tmp_path, finished_run):
+    """Every bad input is a ConfigError with its one-line message (checked in-process: fast)."""
+    overrides = _bad_overrides(name, tmp_path, finished_run)
+    with pytest.raises(ConfigError) as err:
+        group_choices = [o for o in overrides if o.startswith(("env=", "policy="))]
+        if group_choices:  # what the CLI checks before hydra composes the config
+            check_group_choices(group_choices, CONFIG_DIR)
+        train(_cfg("flow_t", *overrides), tmp_path / "run")
+    assert BAD_INPUTS[name][1] in str(err.value) and "\n" not in str(err.value)
+
+
+def test_bad_inputs_exit_2_with_one_line_on_the_command_line(tmp_path, finished_run):
+    """The CLI turns them into `train_mujoco: error: ...` on stderr and exit code 2, no traceback:
+    a group choice (checked before hydra), a value and a resume mismatch (checked in train)."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    names = ["env option", "K < 1", "other config"]
+    procs = {
+        name: subprocess.Popen(
+            _cli(*COMMON, *TINY["flow_t"], *_bad_overrides(name, tmp_path, finished_run),
+                 f"hydra.run.dir={tmp_path / f'case{i}'}"),
+            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for i, name in enumerate(names)
+    }
+    for name, proc in procs.items():
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 2, f"{name}: rc={proc.returncode}\n{err}"
+        lines = [line for line in err.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith("train_mujoco: error: "), f"{name}: {err!r}"
+        assert BAD_INPUTS[name][1] in lines[0], f"{name}: {lines[0]!r}"
+        assert "Traceback" not in out + err

@@ -1,0 +1,81 @@
+"""Data collection: TorchRL's ``Collector`` in-process, ``MultiSyncCollector`` for several workers."""
+from __future__ import annotations
+
+from typing import Callable
+
+from torch import nn
+from torchrl.collectors import BaseCollector, Collector, MultiSyncCollector
+from torchrl.envs import EnvBase
+
+from torchrl_sacflow.training.errors import ConfigError
+from torchrl_sacflow.training.signals import ignore_sigint
+
+__all__ = ["make_collector", "round_up_frames"]
+
+
+def round_up_frames(total_frames: int, frames_per_batch: int) -> int:
+    """``total_frames`` rounded up to whole batches (what the collector will actually deliver)."""
+    return -(-int(total_frames) // int(frames_per_batch)) * int(frames_per_batch)
+
+
+def make_collector(
+    env_fn: Callable[[], EnvBase],
+    policy: nn.Module,
+    *,
+    total_frames: int,
+    frames_per_batch: int,
+    init_random_frames: int = 0,
+    num_workers: int = 1,
+    seed: int | None = None,
+    device: str = "cpu",
+    learner_threads: int | None = None,
+) -> BaseCollector:
+    """An off-policy collector that acts uniformly at random for its first ``init_random_frames``.
+
+    Args:
+        env_fn (callable): picklable env constructor (:func:`~torchrl_sacflow.training.env_maker`).
+        policy (nn.Module): the exploration policy (the actor, sampling with noise).
+
+    Keyword Args:
+        total_frames (int): frames to deliver (rounded up to whole batches).
+        frames_per_batch (int): frames per yielded batch, summed over workers.
+        init_random_frames (int): leading frames taken with a random policy (learning starts).
+        num_workers (int): 1 collects in this process with :class:`~torchrl.collectors.Collector`;
+            ``> 1`` starts that many single-threaded processes under
+            :class:`~torchrl.collectors.MultiSyncCollector` (batches from all workers, stacked).
+        seed (int, optional): env seed (each worker gets its own offset of it).
+        device (str): policy and storing device (the env itself steps on CPU).
+        learner_threads (int, optional): torch threads the main process keeps while workers run.
+
+    Call ``collector.update_policy_weights_()`` after each round of updates: a no-op in-process,
+    a weight broadcast to the workers otherwise.
+    """
+    if num_workers < 1:
+        raise ConfigError(f"collector.num_workers must be >= 1, got {num_workers}")
+    if frames_per_batch < num_workers:
+        raise ConfigError(
+            f"collector.frames_per_batch ({frames_per_batch}) must be >= collector.num_workers ({num_workers})"
+        )
+    common = dict(
+        frames_per_batch=int(frames_per_batch),
+        total_frames=round_up_frames(total_frames, frames_per_batch),
+        init_random_frames=int(init_random_frames),
+        policy_device=device,
+        storing_device=device,
+        env_device="cpu",
+    )
+    if num_workers == 1:
+        collector = Collector(env_fn, policy, **common)
+    else:
+        collector = MultiSyncCollector(
+            [env_fn] * num_workers,
+            policy,
+            num_threads=learner_threads,
+            num_sub_threads=1,
+            cat_results="stack",
+            init_fn=ignore_sigint,
+            **common,
+        )
+    if seed is not None:
+        collector.set_seed(int(seed))
+    return collector

@@ -1,0 +1,135 @@
+"""Checks of a training config before anything is built, and the fingerprint resume compares.
+
+Everything here raises :class:`~torchrl_sacflow.training.ConfigError` with a one-line message;
+the recipe turns it into ``error: ...`` on stderr and exit code 2.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from torchrl_sacflow.training.checkpoint import has_checkpoint, read_checkpoint_metadata
+from torchrl_sacflow.training.envs import check_env_id
+from torchrl_sacflow.training.errors import ConfigError
+from torchrl_sacflow.training.loggers import LOGGER_BACKENDS
+from torchrl_sacflow.training.losses import CRITICS
+from torchrl_sacflow.training.policies import check_policy_config
+from torchrl_sacflow.training.threads import resolve_num_threads
+
+__all__ = [
+    "FINGERPRINT_GROUPS",
+    "config_fingerprint",
+    "check_group_choices",
+    "check_resume",
+    "validate_train_config",
+]
+
+# What must match between a checkpoint and the run resuming from it: the task and every
+# setting that shapes the networks or the loss. Budgets, logging and eval may change.
+FINGERPRINT_GROUPS = ("env", "policy", "critic")
+
+
+def _fingerprint_payload(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    return {group: cfg.get(group) for group in FINGERPRINT_GROUPS}
+
+
+def config_fingerprint(cfg: Mapping[str, Any]) -> str:
+    """A short hash of the ``env``, ``policy`` and ``critic`` groups (resolved, as plain data)."""
+    payload = json.dumps(_fingerprint_payload(cfg), sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def check_group_choices(argv: Iterable[str], config_dir: str | os.PathLike) -> None:
+    """Reject ``group=option`` overrides naming a YAML that does not exist in ``config_dir/group``.
+
+    Hydra would report these with a multi-line error and exit code 1; checking the command line
+    first gives the one-line message and exit code 2 the other bad inputs get.
+    """
+    config_dir = Path(config_dir)
+    for arg in argv:
+        if "=" not in arg or arg.startswith(("hydra.", "hydra/", "-")):
+            continue
+        key, value = arg.split("=", 1)
+        group = key.lstrip("+~")
+        if "." in group or "@" in group or not (config_dir / group).is_dir():
+            continue
+        options = sorted(p.stem for p in (config_dir / group).glob("*.yaml"))
+        if value not in options:
+            raise ConfigError(f"unknown {group} {value!r}: expected one of {', '.join(options)}")
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(tree, Mapping):
+        out: dict[str, Any] = {}
+        for key, value in tree.items():
+            out.update(_flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: tree}
+
+
+def _differences(saved: Mapping[str, Any], current: Mapping[str, Any], limit: int = 3) -> str:
+    a, b = _flatten(saved), _flatten(current)
+    keys = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    text = ", ".join(f"{k}={a.get(k)!r} (now {b.get(k)!r})" for k in keys[:limit])
+    return text + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
+
+
+def check_resume(
+    resume_dir: str | os.PathLike, fingerprint: str, cfg: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """Check that ``resume_dir`` holds a checkpoint made with the same env/policy/critic config.
+
+    ``cfg`` (optional) is only used to name the settings that differ. Returns the checkpoint
+    metadata.
+    """
+    path = Path(resume_dir)
+    if not path.is_dir():
+        raise ConfigError(f"resume directory {str(path)!r} does not exist")
+    if not has_checkpoint(path):
+        raise ConfigError(f"resume directory {str(path)!r} has no checkpoint (expected {path / 'checkpoint'})")
+    metadata = read_checkpoint_metadata(path)
+    saved = metadata.get("fingerprint")
+    if saved != fingerprint:
+        groups = metadata.get("fingerprint_groups")
+        hint = f": {_differences(groups, _fingerprint_payload(cfg))}" if groups and cfg else ""
+        raise ConfigError(
+            f"cannot resume {str(path)!r}: its checkpoint was made with another env/policy/critic "
+            f"config{hint}; repeat the original run's overrides"
+        )
+    return metadata
+
+
+def _positive_int(value: Any, name: str, *, minimum: int = 1) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def validate_train_config(cfg: Mapping[str, Any]) -> None:
+    """Check a ``train_mujoco``-style config (plain dict, interpolations resolved)."""
+    check_env_id(cfg["env"]["id"])
+    check_policy_config(cfg["policy"])
+    if cfg["critic"].get("name") not in CRITICS:
+        raise ConfigError(f"unknown critic {cfg['critic'].get('name')!r}: expected one of {sorted(CRITICS)}")
+    col = cfg["collector"]
+    _positive_int(col["total_frames"], "collector.total_frames")
+    _positive_int(col["frames_per_batch"], "collector.frames_per_batch")
+    _positive_int(col["init_random_frames"], "collector.init_random_frames", minimum=0)
+    _positive_int(col["num_workers"], "collector.num_workers")
+    if col["frames_per_batch"] % col["num_workers"]:
+        raise ConfigError(
+            f"collector.frames_per_batch ({col['frames_per_batch']}) must be a multiple of "
+            f"collector.num_workers ({col['num_workers']})"
+        )
+    _positive_int(cfg["replay_buffer"]["size"], "replay_buffer.size")
+    _positive_int(cfg["optim"]["batch_size"], "optim.batch_size")
+    if not cfg["optim"]["utd_ratio"] > 0:
+        raise ConfigError(f"optim.utd_ratio must be > 0, got {cfg['optim']['utd_ratio']!r}")
+    _positive_int(cfg["eval"]["num_episodes"], "eval.num_episodes")
+    _positive_int(cfg["eval"]["interval"], "eval.interval", minimum=0)
+    _positive_int(cfg["checkpoint"]["interval"], "checkpoint.interval", minimum=0)
+    if cfg["logger"]["backend"] not in LOGGER_BACKENDS:
+        raise ConfigError(f"unknown logger.backend {cfg['logger']['backend']!r}: expected one of {LOGGER_BACKENDS}")
+    resolve_num_threads(cfg["threads"], col["num_workers"])
