@@ -124,7 +124,8 @@ def write_report(results: list[dict], args, command: str, out_md: Path, out_png:
         "```",
         "python benchmarks/robomimic.py -- dataset=/path/to/lift/mh/low_dim.hdf5 max_episode_steps=500 \\",
         "    pretrain_steps=100000 offline_steps=100000 online_frames=200000 \\",
-        "    eval.interval=10000 eval.num_episodes=50 checkpoint.interval=50000 device=cuda",
+        "    online_buffer_size=1000000 eval.interval=10000 eval.num_episodes=50 \\",
+        "    checkpoint.interval=50000 device=cuda",
         "```",
         "",
         "or a single run: `python -m recipes.train_robomimic dataset=/path/to/lift/mh/low_dim.hdf5 "

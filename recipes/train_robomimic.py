@@ -1,6 +1,6 @@
 """SAC Flow offline-to-online on Robomimic, assembled from TorchRL parts (ALGORITHM.md §4).
 
-    python -m recipes.train_robomimic                                  # Flow-T, scripted Lift, ~12 min on 2 cores
+    python -m recipes.train_robomimic                                  # Flow-T, scripted Lift, ~10 min on 2 cores
     python -m recipes.train_robomimic velocity=gru seed=1              # Flow-G
     python -m recipes.train_robomimic dataset=/data/lift/mh/low_dim.hdf5 max_episode_steps=500
     python -m recipes.train_robomimic velocity=gru seed=1 resume=outputs/<run dir>
