@@ -273,21 +273,14 @@ def _quantile(values, q):
     return v[min(len(v) - 1, int(q * len(v)))]
 
 
-def measure_peak(step, batches, n: int = 2) -> float:
-    """Peak RSS increase (MiB) over the RSS before ``n`` updates."""
-    reset_peak_rss()
-    before = (_status_kib("VmRSS") or 0) / 1024.0
-    for i in range(n):
-        step(batches[i % len(batches)])
-    return peak_rss_mib() - before
-
-
 def bench_update(policy, num_steps, batch_size, mode, args):
     batches = make_batches(8, batch_size, args.device, seed=batch_size)
     torch.manual_seed(0)
     t0 = time.perf_counter()
     proj = ProjectStep(policy, num_steps, args.device, mode)
     warm = args.warmup if mode == "eager" else max(args.warmup, 3)
+    if args.device.startswith("cuda"):
+        warm = max(warm, 8)  # CudaGraphModule runs 5 eager warm-up calls, then captures on the 6th
     for i in range(warm):
         proj(batches[i % len(batches)])
     _sync(args.device)
@@ -299,10 +292,9 @@ def bench_update(policy, num_steps, batch_size, mode, args):
     _sync(args.device)
     yard_ready = time.perf_counter() - t0
     clock_name, clock = _clock(args)
-    tp, ty = time_interleaved(proj, yard, batches, pairs=args.pairs, device=args.device, clock=clock)
+    pairs = args.pairs if mode == "eager" else args.compile_pairs
+    tp, ty = time_interleaved(proj, yard, batches, pairs=pairs, device=args.device, clock=clock)
     ratios = [y / p for p, y in zip(tp, ty)]  # (project upd/s) / (yardstick upd/s) per pair
-    mem_p = measure_peak(proj, batches)
-    mem_y = measure_peak(yard, batches)
     return {
         "clock": clock_name,
         "policy": policy,
@@ -314,8 +306,6 @@ def bench_update(policy, num_steps, batch_size, mode, args):
         "ratio": statistics.median(ratios),
         "ratio_q1": _quantile(ratios, 0.25),
         "ratio_q3": _quantile(ratios, 0.75),
-        "rss_project": mem_p,
-        "rss_yardstick": mem_y,
         "warmup_s_project": proj_ready,
         "warmup_s_yardstick": yard_ready,
     }
@@ -389,7 +379,15 @@ def library_to_yardstick(policy: str, loss_module, sac) -> list[tuple[torch.Tens
 
 
 def check(policies, num_steps: int = 4, batch_size: int = 64, updates: int = 2, verbose=True) -> dict:
-    """Run ``updates`` steps of both on equal parameters and noise; return the max abs differences."""
+    """Run ``updates`` steps of both from equal parameters with equal noise.
+
+    Returns, per policy, ``(loss difference, parameter difference)``: the largest relative
+    difference of the three losses over all updates (the later updates' losses also test the
+    optimiser and target updates of the earlier ones), and the mean absolute difference of all
+    parameters (critics, targets, actor, log α) after the updates divided by the mean absolute
+    parameter change they made. (A max-norm on parameters would flag Adam's first steps on
+    gradients that are ~0: their sign, and so a ±lr step, is decided by rounding.)
+    """
     results = {}
     for policy in policies:
         batches = make_batches(updates, batch_size, "cpu", seed=1)
@@ -399,7 +397,8 @@ def check(policies, num_steps: int = 4, batch_size: int = 64, updates: int = 2, 
         with torch.no_grad():
             for y, lib in pairs:
                 y.copy_(lib)
-        worst_loss, worst_param = 0.0, 0.0
+        start = [lib.detach().clone() for _, lib in pairs]
+        worst_loss = 0.0
         for batch in batches:
             torch.manual_seed(123)
             out = proj.update(batch[0])
@@ -407,12 +406,14 @@ def check(policies, num_steps: int = 4, batch_size: int = 64, updates: int = 2, 
             q_loss, actor_loss, alpha_loss, _, _ = yard.sac.update(*batch[1])
             for a, b in ((out["loss_qvalue"], q_loss), (out["loss_actor"], actor_loss), (out["loss_alpha"], alpha_loss)):
                 worst_loss = max(worst_loss, float((a - b).abs() / (1.0 + b.abs())))
-            pairs = library_to_yardstick(policy, proj.loss_module, yard.sac)
-            worst_param = max(worst_param, max(float((y - lib).abs().max()) for y, lib in pairs))
-        results[policy] = (worst_loss, worst_param)
+        pairs = library_to_yardstick(policy, proj.loss_module, yard.sac)
+        diff = torch.cat([(y.detach() - lib.detach()).abs().flatten() for y, lib in pairs]).mean()
+        moved = torch.cat([(lib.detach() - s0).abs().flatten() for (_, lib), s0 in zip(pairs, start)]).mean()
+        param_diff = float(diff / moved)
+        results[policy] = (worst_loss, param_diff)
         if verbose:
-            print(f"check {policy:9s} K={num_steps}: max rel. loss diff {worst_loss:.2e}, "
-                  f"max param diff after {updates} updates {worst_param:.2e}")
+            print(f"check {policy:9s} K={num_steps}: max rel. loss diff {worst_loss:.1e}; after {updates} "
+                  f"updates, mean |param diff| / mean |param change| = {param_diff:.1e}")
     return results
 
 
@@ -523,14 +524,13 @@ def machine_description(args) -> list[str]:
 
 def format_update_table(rows) -> list[str]:
     out = [
-        "| policy | K | batch | mode | project upd/s | yardstick upd/s | ratio (IQR) | peak RSS +MiB project / yardstick | ready s project / yardstick |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| policy | K | batch | mode | project upd/s | yardstick upd/s | ratio (IQR) | ready s project / yardstick |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         out.append(
             f"| {r['policy']} | {r['K']} | {r['batch']} | {r['mode']} | {r['project']:.1f} | {r['yardstick']:.1f} "
             f"| **{r['ratio']:.2f}** ({r['ratio_q1']:.2f}–{r['ratio_q3']:.2f}) "
-            f"| {r['rss_project']:.0f} / {r['rss_yardstick']:.0f} "
             f"| {r['warmup_s_project']:.1f} / {r['warmup_s_yardstick']:.1f} |"
         )
     return out
@@ -549,9 +549,45 @@ def format_collect_table(rows) -> list[str]:
     return out
 
 
+def probe_memory(policy: str, side: str, num_steps: int, batch_size: int, device: str, updates: int = 5) -> dict:
+    """Run in a fresh process: RSS after the imports, and peak RSS after building one step and
+    running ``updates`` updates (MiB). Separate processes, so one side's allocations never count
+    for the other."""
+    import json
+    import subprocess
+
+    code = (
+        "import sys, json, torch; sys.path.insert(0, {here!r}); import throughput as T; "
+        "torch.set_num_threads(1); base = T._status_kib('VmRSS') / 1024; "
+        "b = T.make_batches(4, {batch}, {device!r}); "
+        "step = (T.ProjectStep if {side!r} == 'project' else T.YardstickStep)({policy!r}, {k}, {device!r}, 'eager'); "
+        "[step(b[i % 4]) for i in range({updates})]; "
+        "print(json.dumps({{'base': base, 'peak': T.peak_rss_mib()}}))"
+    ).format(here=str(HERE), batch=batch_size, device=device, side=side, policy=policy, k=num_steps, updates=updates)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "RL_WARNINGS": "False"})
+    for line in reversed(out.stdout.strip().splitlines()):
+        if line.startswith("{"):
+            return json.loads(line)
+    raise RuntimeError(f"memory probe failed: {out.stderr[-2000:]}")
+
+
+def format_memory_table(rows) -> list[str]:
+    out = [
+        "| policy | K | batch | RSS after imports MiB | peak RSS MiB project | peak RSS MiB yardstick | step's own peak MiB project / yardstick |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        out.append(
+            f"| {r['policy']} | {r['K']} | {r['batch']} | {r['base']:.0f} | {r['project']:.0f} | {r['yardstick']:.0f} "
+            f"| {r['project'] - r['base_p']:.0f} / {r['yardstick'] - r['base_y']:.0f} |"
+        )
+    return out
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="smoke run: flow_t/gaussian, batch 256, K=4, few reps")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke run: flow_t and gaussian, eager, batch 256, K=4, few pairs, 1 collector worker")
     p.add_argument("--check", action="store_true", help="verify yardstick == library numerically, then exit")
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads of this process (default 1)")
@@ -559,23 +595,29 @@ def parse_args(argv=None):
     p.add_argument("--batch-sizes", default="512,256")
     p.add_argument("--num-steps", default="4,10", help="values of K")
     p.add_argument("--modes", default="eager,compile")
-    p.add_argument("--compile-grid", default="main",
-                   help="'main': compiled rows only at the first batch size and first K (compile takes "
-                        "~1 min per row on 2 cores); 'all': every eager row also compiled")
+    p.add_argument("--compile-grid", choices=("main", "all"), default="main",
+                   help="main: compiled rows only at the first batch size and first K (compiling takes "
+                        "~20-40 s per side and row on 2 cores); all: every eager row also compiled")
     p.add_argument("--pairs", type=int, default=30, help="timed (project, yardstick) update pairs per row")
+    p.add_argument("--compile-pairs", type=int, default=15, help="pairs per compiled row")
     p.add_argument("--clock", choices=("auto", "cpu", "wall"), default="auto",
                    help="auto: thread CPU time when --threads 1 on CPU, else wall time")
     p.add_argument("--warmup", type=int, default=2, help="untimed updates before timing (>=3 when compiled)")
-    p.add_argument("--no-collect", dest="collect", action="store_false")
-    p.add_argument("--no-update", dest="update", action="store_false")
+    p.add_argument("--no-update", dest="update", action="store_false", help="skip the training-step rows")
+    p.add_argument("--no-memory", dest="memory", action="store_false", help="skip the peak-RSS probes")
+    p.add_argument("--no-collect", dest="collect", action="store_false", help="skip the collection rows")
     p.add_argument("--workers", default="1,2", help="collector worker counts")
-    p.add_argument("--frames-per-batch", type=int, default=1000)
-    p.add_argument("--collect-batches", type=int, default=3, help="timed batches after a warm-up batch")
+    p.add_argument("--multi-worker-policies", default="flow_t,gaussian",
+                   help="policies also measured with more than one worker (each MultiSyncCollector start "
+                        "costs ~10-30 s of process spawning on 2 cores); 'all' for every policy")
+    p.add_argument("--frames-per-batch", type=int, default=200)
+    p.add_argument("--collect-batches", type=int, default=4, help="timed batches after a warm-up batch")
     p.add_argument("--out", default=None, help="markdown output (default benchmarks/results/throughput_<device>.md)")
     args = p.parse_args(argv)
-    if args.quick:
-        args.policies, args.batch_sizes, args.num_steps = "flow_t,gaussian", "256", "4"
-        args.pairs, args.workers, args.collect_batches = 10, "1,2", 2
+    if args.quick:  # eager only, one worker: a minute or two
+        args.policies, args.batch_sizes, args.num_steps, args.modes = "flow_t,gaussian", "256", "4", "eager"
+        args.pairs, args.workers, args.collect_batches = 6, "1", 2
+        args.memory = False
     return args
 
 
@@ -585,7 +627,7 @@ def main(argv=None):
     policies = [p for p in args.policies.split(",") if p]
     if args.check:
         res = check(policies)
-        bad = {k: v for k, v in res.items() if not (v[0] < 1e-4 and v[1] < 1e-4)}
+        bad = {k: v for k, v in res.items() if not (v[0] < 1e-5 and v[1] < 1e-3)}
         print("check:", "FAILED " + str(bad) if bad else "OK")
         return 1 if bad else 0
     if args.device.startswith("cuda") and not torch.cuda.is_available():
@@ -594,6 +636,7 @@ def main(argv=None):
     ks = [int(k) for k in args.num_steps.split(",") if k]
     modes = [m for m in args.modes.split(",") if m]
     workers = [int(w) for w in args.workers.split(",") if w]
+    multi = policies if args.multi_worker_policies == "all" else args.multi_worker_policies.split(",")
     t_start = time.perf_counter()
     header = machine_description(args)
     command = "python " + " ".join([os.path.relpath(__file__)] + (sys.argv[1:] if argv is None else list(argv)))
@@ -612,10 +655,22 @@ def main(argv=None):
             row = bench_update(policy, k, b, mode, args)
             update_rows.append(row)
             print(format_update_table([row])[-1], flush=True)
+    memory_rows = []
+    if args.memory:
+        for policy in policies:
+            mp = probe_memory(policy, "project", ks[0], batch_sizes[0], args.device)
+            my = probe_memory(policy, "yardstick", ks[0], batch_sizes[0], args.device)
+            row = {"policy": policy, "K": "-" if policy == "gaussian" else ks[0], "batch": batch_sizes[0],
+                   "base": min(mp["base"], my["base"]), "base_p": mp["base"], "base_y": my["base"],
+                   "project": mp["peak"], "yardstick": my["peak"]}
+            memory_rows.append(row)
+            print(format_memory_table([row])[-1], flush=True)
     collect_rows = []
     if args.collect and not args.device.startswith("cuda"):
-        for policy in policies:
-            for w in workers:
+        for w in workers:
+            for policy in policies:
+                if w > 1 and policy not in multi:
+                    continue
                 fp, sp = bench_collect_project(policy, w, args)
                 fy, sy = bench_collect_yardstick(policy, w, args)
                 row = {"policy": policy, "workers": w, "project": fp, "yardstick": fy, "ratio": fp / fy,
@@ -625,38 +680,56 @@ def main(argv=None):
     wall = time.perf_counter() - t_start
 
     lines = ["# SAC Flow throughput: the recipe's step vs a hand-written PyTorch yardstick", ""]
-    lines += [f"Command: `{command}` (wall time {wall / 60:.1f} min)", ""]
+    lines += [f"Command: `{command}` (wall time {wall / 60:.1f} min, after `pip install -e .`)", ""]
     lines += header + [""]
     if update_rows:
         lines += [
             "## Training step (updates/s; one update = critic step + soft target update + actor step + α step)",
             "",
-            f"Project = `make_policy` → `make_loss(critic=sac)` → `make_optimizers` → `SACUpdate` (twin 256×256 "
-            f"critics, τ=0.005); yardstick = `benchmarks/yardstick.py`. {args.pairs} interleaved pairs of single updates "
-            f"(ABBA order), clock: {update_rows[0]['clock']} time (thread CPU time with one learner thread, so other "
-            f"processes on the machine do not inflate it); upd/s = 1 / median time; ratio = median over pairs of "
-            f"project/yardstick speed (>1: project faster), IQR in brackets. "
-            f"`compile` = `torch.compile` of the critic and actor steps (both sides). 'ready s' = build + warm-up "
-            f"(incl. compilation).",
+            f"Project = the recipe's own step, built from `recipes/config` (policy group, `critic=sac`, `optim`) "
+            f"with `make_policy` → `make_loss` → `make_optimizers` → `SACUpdate`, exactly as "
+            f"`recipes/train_mujoco.py` does (twin 256×256 critics, τ = 0.005); yardstick = "
+            f"`benchmarks/yardstick.py` (plain PyTorch, same networks and math; `--check` verifies equal losses "
+            f"and equal updated parameters). HalfCheetah shapes (17-d observation, 6-d action), random "
+            f"batches sampled from a replay buffer. {args.pairs} interleaved pairs of single updates per eager "
+            f"row, {args.compile_pairs} per compiled row (ABBA order); clock: {update_rows[0]['clock']} time "
+            f"(with one learner thread the thread's CPU time, which other processes on a shared machine do "
+            f"not inflate); upd/s = 1 / median time; **ratio = median over pairs of project/yardstick speed** "
+            f"(> 1: the project is faster), interquartile range in brackets. `compile` = `torch.compile` of "
+            f"the loss computations on both sides with the same options (`SACUpdate(compile=True)` and "
+            f"`training.update.compile_options`). 'ready s' = build + warm-up (incl. compilation).",
             "",
         ]
         lines += format_update_table(update_rows) + [""]
+    if memory_rows:
+        lines += [
+            "## Peak memory (eager, RSS high-water mark of a fresh process: imports, build, 5 updates)",
+            "",
+        ]
+        lines += format_memory_table(memory_rows) + [""]
     if collect_rows:
         lines += [
-            f"## Collection ({ENV_ID}, policy in the loop, exploration noise on)",
+            f"## Collection ({ENV_ID}, policy in the loop, exploration noise on, frames/s of wall time)",
             "",
             f"TorchRL `Collector` (1 worker, in-process) / `MultiSyncCollector` (n single-threaded worker "
-            f"processes) built by `torchrl_sacflow.training.make_collector`, {args.frames_per_batch} frames per "
-            f"batch, {args.collect_batches} timed batches after one warm-up batch; next to a plain gymnasium loop "
-            f"(1 env) / `gymnasium.vector.AsyncVectorEnv` (n envs, one batched policy call) with the yardstick "
-            f"actor.",
+            f"processes) built by `torchrl_sacflow.training.make_collector` with the recipe's env "
+            f"(`make_env`: `GymEnv` + `InitTracker`, `StepCounter`, `DoubleToFloat`, `RewardSum`), "
+            f"{args.frames_per_batch} frames per batch, {args.collect_batches} timed batches after one warm-up "
+            f"batch; next to a plain gymnasium loop (1 env) / `gymnasium.vector.AsyncVectorEnv` (n envs, "
+            f"one batched policy call per step) with the yardstick's actor. Wall-clock, so it moves with the "
+            f"machine's load.",
             "",
         ]
         lines += format_collect_table(collect_rows) + [""]
     if not args.device.startswith("cuda"):
         lines += [
-            "The accelerator path (`--device cuda`: replay buffer on the device, `torch.compile` + "
-            "`CudaGraphModule`, capturable Adam) exists but was not measured here: no GPU was available.",
+            "## Accelerator path",
+            "",
+            "`--device cuda` builds both steps on the GPU, samples batches from a replay buffer stored on the "
+            "device, compiles the loss computations (`compile_options('default')`), makes every Adam "
+            "`capturable` and captures each whole update with tensordict's `CudaGraphModule` (as "
+            "pytorch/rl's sota SAC does). No GPU was available for this run, so that path is not measured "
+            "here.",
             "",
         ]
     text = "\n".join(lines)

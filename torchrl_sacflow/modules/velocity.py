@@ -9,9 +9,12 @@ state is the intermediate action. The three classes below are drop-in cells for 
   the state is cross-attention.
 
 Every cell splits its work into :meth:`VelocityField.encode_state` (state-only, done once per
+rollout), :meth:`VelocityField.prepare_times` (what depends only on the K flow times, once per
 rollout) and :meth:`VelocityField.step` (per Euler step). ``forward(action, observation, time)``
-does both, so each cell is also an ordinary ``(A, s, t) -> v`` module that
-:func:`velocity_module` wraps as a :class:`~tensordict.nn.TensorDictModule`.
+does all of it, so each cell is also an ordinary ``(A, s, t) -> v`` module that
+:func:`velocity_module` wraps as a :class:`~tensordict.nn.TensorDictModule`. The per-rollout
+precomputations are exact rewritings (same parameters, rounding-level differences); which ones
+pay off was measured with ``benchmarks/throughput.py`` (``benchmarks/results/throughput_notes.md``).
 """
 from __future__ import annotations
 
@@ -275,7 +278,7 @@ class GatedVelocity(VelocityField):
 
     def gate_and_candidate(self, action, context, time) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.input.step(action, context, time)
-        if self._shared_activation:
+        if getattr(self, "_shared_activation", False):
             g_in, c_in = self.gate[0](h).split(self.hidden, dim=-1)
             g_out, c_out = _run_from(self.gate, g_in, 1), _run_from(self.candidate, c_in, 1)
         else:

@@ -74,10 +74,21 @@ class _MLPEnsemble:
                 return False  # normalisation layers, noisy layers, ...
         return True
 
-    @torch.compiler.disable
     def __call__(self, tensordict: TensorDictBase, params: TensorDictBase) -> TensorDictBase:
-        # Runs eagerly under torch.compile: the critics are matmul-bound (nothing to fuse), and
-        # inductor's CPU code for the ReLU masks their backward saves was ~20x slower than eager.
+        if torch.compiler.is_compiling() and torch.is_grad_enabled():
+            weight = params.get(next(layer for layer in self.layers if not isinstance(layer, nn.Module))[0])
+            if not weight.requires_grad:
+                # Detached critics under autograd (the actor loss): run eagerly. The compiled
+                # backward would save each ReLU's mask as a bool tensor, and inductor's CPU code
+                # for that store measured ~20x slower than ATen's (2 ms per 512×256 mask).
+                return self._eager(tensordict, params)
+        return self._forward(tensordict, params)
+
+    @torch.compiler.disable
+    def _eager(self, tensordict: TensorDictBase, params: TensorDictBase) -> TensorDictBase:
+        return self._forward(tensordict, params)
+
+    def _forward(self, tensordict: TensorDictBase, params: TensorDictBase) -> TensorDictBase:
         inputs = [tensordict.get(key, None) for key in self.in_keys]
         if any(value is None for value in inputs):
             missing = [key for key, value in zip(self.in_keys, inputs) if value is None]

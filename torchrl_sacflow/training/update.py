@@ -125,25 +125,38 @@ class SACUpdate:
         critic_loss = getattr(loss_module, "qvalue_loss", None)
         self._critic_loss = critic_loss if callable(critic_loss) else loss_module.qvalue_v2_loss
         self._actor_metrics: tuple[torch.Tensor, ...] | None = None
-        self.critic_step = self._critic_step
-        self.actor_step = self._actor_step
+        # Only the loss computations (forward, and through AOT autograd their backward) are
+        # compiled; zero_grad/step stay eager (the optimizer step is a graph break anyway, and the
+        # fused Adam kernel is already one call), so the compiled regions have fewer breaks and
+        # guards to check on every call.
+        self.critic_losses = self._critic_losses
+        self.actor_losses = self._actor_losses
         if compile:
             options = compile_options(compile if isinstance(compile, str) else None)
-            self.critic_step = torch.compile(self._critic_step, options=options)
-            self.actor_step = torch.compile(self._actor_step, options=options)
+            self.critic_losses = torch.compile(self._critic_losses, options=options)
+            self.actor_losses = torch.compile(self._actor_losses, options=options)
 
-    def _critic_step(self, batch: TensorDictBase) -> torch.Tensor:
-        loss_qvalue = self._critic_loss(batch)[0].mean()
+    def _critic_losses(self, batch: TensorDictBase) -> torch.Tensor:
+        return self._critic_loss(batch)[0].mean()
+
+    def _actor_losses(self, batch: TensorDictBase) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        loss_actor, metadata = self.loss_module.actor_loss(batch)
+        log_prob = metadata["log_prob"].detach()
+        loss_alpha = self.loss_module.alpha_loss(log_prob).mean()
+        return loss_actor.mean(), loss_alpha, log_prob
+
+    def critic_step(self, batch: TensorDictBase) -> torch.Tensor:
+        """One critic gradient step; returns the detached critic loss."""
+        loss_qvalue = self.critic_losses(batch)
         self.critic_optim.zero_grad(set_to_none=True)
         loss_qvalue.backward()
         self.critic_optim.step()
         return loss_qvalue.detach()
 
-    def _actor_step(self, batch: TensorDictBase) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        loss_actor, metadata = self.loss_module.actor_loss(batch)
-        loss_actor = loss_actor.mean()
-        log_prob = metadata["log_prob"].detach()
-        loss_alpha = self.loss_module.alpha_loss(log_prob).mean()
+    def actor_step(self, batch: TensorDictBase) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One actor and one temperature gradient step; returns the detached actor and α losses
+        and the entropy estimate ``−mean log p``."""
+        loss_actor, loss_alpha, log_prob = self.actor_losses(batch)
         self.actor_optim.zero_grad(set_to_none=True)
         if self.alpha_optim is not None:
             self.alpha_optim.zero_grad(set_to_none=True)
