@@ -86,3 +86,4 @@ __all__ = [
     "check_resume",
     "validate_train_config",
 ]
+from torchrl_sacflow.training import crossq as _crossq  # noqa: E402,F401  registers critic=crossq
