@@ -113,8 +113,43 @@ def summarize(run_dirs: list[Path], threshold: float) -> list[dict]:
     return rows
 
 
+def final_policy_eval(run_dirs: list[Path], episodes: int) -> list[dict]:
+    """Re-evaluate each run's final policy (from its checkpoint) deterministically and by sampling.
+
+    For a flow policy the deterministic action is the noise-free ODE with the learned velocity,
+    which SAC never trains directly (it trains the noisy, drift-corrected rollout); comparing both
+    shows when the two disagree.
+    """
+    import torch
+    from omegaconf import OmegaConf
+    from torchrl.envs.utils import ExplorationType
+
+    from torchrl_sacflow.training import checkpoint_path, evaluate, make_env, make_policy, observation_dim
+
+    rows = []
+    for run_dir in run_dirs:
+        if not _finished(run_dir):
+            continue
+        cfg = OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"), resolve=True)
+        env = make_env(cfg["env"]["id"])
+        actor = make_policy(cfg["policy"], env.action_spec, observation_dim(env))
+        state = next((checkpoint_path(run_dir) / "components").glob("*-policy")) / "state.pt"
+        actor.load_state_dict(torch.load(state, weights_only=True))
+        row = {"run": run_dir.name}
+        for name, mode in (("deterministic", ExplorationType.DETERMINISTIC), ("stochastic", ExplorationType.RANDOM)):
+            torch.manual_seed(0)
+            env.set_seed(12345)
+            result = evaluate(env, actor, num_episodes=episodes, max_steps=cfg["eval"]["max_steps"],
+                              exploration_type=mode)
+            row[name] = (result["return_mean"], result["return_std"])
+        rows.append(row)
+        env.close()
+    return rows
+
+
 def write_report(rows: list[dict], *, env: str, threshold: float, command: str, out_dir: Path,
-                 png: Path, sweep_wall_s: float | None) -> Path:
+                 png: Path, sweep_wall_s: float | None, final_eval: list[dict] | None = None,
+                 notes: list[str] | None = None) -> Path:
     lines = [
         f"# Learning benchmark: {env}",
         "",
@@ -143,6 +178,22 @@ def write_report(rows: list[dict], *, env: str, threshold: float, command: str, 
     if sweep_wall_s is not None:
         lines += [f"Sweep wall time: {sweep_wall_s / 60:.1f} min."]
     lines += ["", f"![learning curves]({png.name})", ""]
+    if final_eval:
+        episodes = final_eval[0].get("episodes", "")
+        lines += [
+            "## Final policies: deterministic vs sampled actions",
+            "",
+            f"Each run's final checkpoint re-evaluated on {episodes} episodes (same env seeds for both columns).",
+            "",
+            "| run | deterministic | stochastic |",
+            "|---|---|---|",
+        ]
+        for r in final_eval:
+            lines.append(f"| {r['run']} | {r['deterministic'][0]:.1f} ± {r['deterministic'][1]:.1f} "
+                         f"| {r['stochastic'][0]:.1f} ± {r['stochastic'][1]:.1f} |")
+        lines.append("")
+    if notes:
+        lines += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
     out = out_dir / f"learning_{env}.md"
     out.write_text("\n".join(lines))
     return out
@@ -158,6 +209,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs-dir", type=Path, default=REPO / "outputs" / "bench_learning")
     parser.add_argument("--out-dir", type=Path, default=REPO / "benchmarks" / "results")
     parser.add_argument("--report-only", action="store_true", help="only summarise existing runs")
+    parser.add_argument("--final-eval-episodes", type=int, default=0,
+                        help="re-evaluate each final policy deterministically and stochastically (0: skip)")
+    parser.add_argument("--note", action="append", default=[], help="a line for the report's Notes section")
     parser.add_argument("overrides", nargs="*", help="extra hydra overrides for every run (after --)")
     args = parser.parse_args(argv)
     threshold = args.threshold if args.threshold is not None else THRESHOLDS.get(args.env, 0.0)
@@ -173,9 +227,19 @@ def main(argv: list[str] | None = None) -> int:
     png = plot_runs([d for d in run_dirs if _finished(d)], out=args.out_dir / f"learning_{args.env}.png",
                     title=f"{args.env}: deterministic eval return")
     rows = summarize(run_dirs, threshold)
+    final_eval = None
+    if args.final_eval_episodes:
+        final_eval = final_policy_eval(run_dirs, args.final_eval_episodes)
+        for r in final_eval:
+            r["episodes"] = args.final_eval_episodes
     command = "python benchmarks/learning.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+    record = args.runs_dir / args.env / "sweep_command.txt"
+    if not args.report_only:
+        record.write_text(command + "\n")
+    elif record.is_file() and record.read_text().strip() != command:
+        command = f"{record.read_text().strip()}\n# report regenerated with:\n{command}"
     report = write_report(rows, env=args.env, threshold=threshold, command=command, out_dir=args.out_dir,
-                          png=png, sweep_wall_s=sweep_wall)
+                          png=png, sweep_wall_s=sweep_wall, final_eval=final_eval, notes=args.note)
     print(report.read_text())
     return 0
 

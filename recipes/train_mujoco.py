@@ -21,6 +21,7 @@ import torch
 import tqdm
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
+from torchrl.envs.utils import ExplorationType
 
 from torchrl_sacflow.plot import plot_runs
 from torchrl_sacflow.training import (
@@ -115,9 +116,12 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     def due(interval: int, before: int) -> bool:  # did the frame counter cross a multiple of interval?
         return interval > 0 and progress["frames"] // interval > before // interval
 
-    def run_eval() -> dict:
-        result = evaluate(eval_env, actor, num_episodes=ev["num_episodes"], max_steps=ev["max_steps"])
-        return {f"eval/{k}": v for k, v in result.items()}
+    def run_eval() -> dict:  # the deterministic policy, and optionally the sampling one
+        modes = {"eval/": ExplorationType.DETERMINISTIC}
+        if ev["stochastic"]:
+            modes["eval/stochastic_"] = ExplorationType.RANDOM
+        return {prefix + k: v for prefix, mode in modes.items() for k, v in evaluate(
+            eval_env, actor, num_episodes=ev["num_episodes"], max_steps=ev["max_steps"], exploration_type=mode).items()}
 
     # Collect → extend buffer → update → eval/log/checkpoint, until total_frames or SIGINT
     collector = make_collector(

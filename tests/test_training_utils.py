@@ -311,3 +311,32 @@ def test_plot_learning_curves_and_grad_norms(tmp_path):
     assert table["flow_mlp (seed 0)"]["mean"].tolist() == [30.0, 5.0, 2.0]
     assert main([*map(str, runs), "--grad-norms", "--out", str(tmp_path / "g.png")]) == 0
     assert (tmp_path / "g.png").is_file()
+
+
+def test_make_logger_backends(tmp_path):
+    from torchrl_sacflow.training import log_metrics, make_logger
+
+    logger = make_logger("csv", tmp_path, video_format="pt")
+    log_metrics(logger, {"eval/return_mean": torch.tensor(-3.0)}, step=7)
+    assert read_csv_scalar(tmp_path, "eval/return_mean") == ([7], [-3.0])
+    assert make_logger("none", tmp_path) is None
+    with pytest.raises(ConfigError, match="logger.backend"):
+        make_logger("mlflow2", tmp_path)
+    with pytest.raises(ConfigError, match="video_format"):
+        make_logger("csv", tmp_path, video_format="gif")
+
+
+def test_replay_buffer_survives_two_checkpoint_round_trips(tmp_path):
+    """A resumed run that is interrupted again re-saves a loaded buffer: writes must go on after it."""
+    a = _components(seed=0)
+    a["rb"].extend(_batch(40, seed=1))
+    save_checkpoint(a["ckpt"], tmp_path / "1")
+    b = _components(seed=1)
+    load_checkpoint(b["ckpt"], tmp_path / "1")
+    save_checkpoint(b["ckpt"], tmp_path / "2")
+    c = _components(seed=2)
+    load_checkpoint(c["ckpt"], tmp_path / "2")
+    c["rb"].extend(_batch(10, seed=5))
+    assert len(c["rb"]) == 50
+    assert torch.equal(c["rb"][:40]["observation"], a["rb"][:40]["observation"])
+    assert torch.equal(c["rb"][40:]["observation"], _batch(10, seed=5)["observation"])

@@ -12,6 +12,7 @@ Layout: ``<run_dir>/checkpoint/`` (the latest one; each save replaces it).
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -103,7 +104,11 @@ def save_checkpoint(
         for name, value in ckpt.components.items()
         if not (isinstance(value, ReplayBuffer) and len(value) == 0)
     ]
-    return ckpt.save(checkpoint_path(run_dir), components=components, metadata=dict(metadata or {}))
+    with warnings.catch_warnings():
+        # Re-dumping a buffer that was loaded and not written to since warns about its cursor; the
+        # writer's own cursor is what resumes writing, and it is saved (checked in the tests).
+        warnings.filterwarnings("ignore", message="last_cursor is None")
+        return ckpt.save(checkpoint_path(run_dir), components=components, metadata=dict(metadata or {}))
 
 
 def load_checkpoint(ckpt: Checkpoint, run_dir: str | os.PathLike) -> set[str]:
