@@ -87,6 +87,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     actor_optim, critic_optim, alpha_optim = make_optimizers(
         losses.loss_module, actor_lr=opt["actor_lr"], critic_lr=opt["critic_lr"], alpha_lr=opt["alpha_lr"],
         actor_betas=(opt["actor_beta1"], 0.999), critic_betas=(opt["critic_beta1"], 0.999),
+        alpha_betas=(opt["alpha_beta1"], 0.999),
         weight_decay=opt["weight_decay"])
     update = SACUpdate(losses.loss_module, actor_optim=actor_optim, critic_optim=critic_optim,
                        alpha_optim=alpha_optim, target_updater=losses.target_updater,

@@ -96,7 +96,7 @@ def test_preset_paper_composes_paper_configuration():
     assert critic["name"] == "crossq" and critic["num_cells"] == [1024, 1024]
     assert critic["policy_delay"] == 3 and critic["tau"] == 1.0
     assert critic["momentum"] == 0.01 and critic["warmup_steps"] == 100_000
-    assert optim["actor_beta1"] == 0.5 and optim["critic_beta1"] == 0.5
+    assert optim["actor_beta1"] == 0.5 and optim["critic_beta1"] == 0.5 and optim["alpha_beta1"] == 0.5
     assert optim["batch_size"] == 512 and optim["gamma"] == 0.99 and optim["alpha_init"] == 0.2
     assert (optim["actor_lr"], optim["critic_lr"], optim["alpha_lr"]) == (3e-4, 1e-3, 1e-3)
     assert cfg["collector"]["init_random_frames"] == 50_000
