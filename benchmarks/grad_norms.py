@@ -43,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parallel", type=int, default=2)
     parser.add_argument("--runs-dir", type=Path, default=REPO / "outputs" / "bench_grad_norms")
     parser.add_argument("--out-dir", type=Path, default=REPO / "benchmarks" / "results")
+    parser.add_argument("--note", action="append", default=[], help="a line for the report's Notes section")
     parser.add_argument("overrides", nargs="*", help="extra hydra overrides for every run (after --)")
     args = parser.parse_args(argv)
     jobs = [(p, s) for s in args.seeds for p in args.policies]
@@ -78,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
         peak = _peak_step0(done, row["policy"])
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {row['mean'][0] / row['mean'][-1]:.2f} | {peak:.3g} |")
     lines += ["", f"Sweep wall time: {wall / 60:.1f} min.", "", f"![grad norms]({png.name})", ""]
+    if args.note:
+        lines += ["## Notes", ""] + [f"- {n}" for n in args.note] + [""]
     report = args.out_dir / f"grad_norms_{args.env}.md"
     report.write_text("\n".join(lines))
     print(report.read_text())

@@ -97,13 +97,14 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
                                        scratch_dir=c["replay_buffer"]["scratch_dir"])
 
     # Checkpoint: every stateful piece, restored in place on resume (progress is a JSON dict)
-    progress = {"frames": 0, "updates": 0, "wall_time_s": 0.0}
+    progress = {"frames": 0, "updates": 0, "updates_owed": 0, "wall_time_s": 0.0}
     ckpt = make_checkpoint(
         loss_module=losses.loss_module, update_step=update, progress=progress, config=c, policy=actor,
         optimizers={"actor_optim": actor_optim, "critic_optim": critic_optim, "alpha_optim": alpha_optim},
         replay_buffer=replay_buffer if c["checkpoint"]["save_replay_buffer"] else None)
     if c["resume"]:
         load_checkpoint(ckpt, run_dir)
+        progress.setdefault("updates_owed", 0)
         truncate_csv_logs(run_dir, progress["frames"])
     total_frames = round_up_frames(col["total_frames"], col["frames_per_batch"])
     start, session_frames, session_updates, update_time = time.perf_counter(), 0, 0, 0.0
@@ -144,12 +145,13 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
             session_frames += data.numel()
             metrics = episode_metrics(data)
             if progress["frames"] >= col["init_random_frames"] and len(replay_buffer) >= opt["batch_size"]:
+                # "owed" carries the updates an interrupted batch did not finish into the resumed run
+                progress["updates_owed"] += updates_per_batch
                 t0, out = time.perf_counter(), []
-                for _ in range(updates_per_batch):
-                    if stop.requested:
-                        break
+                while progress["updates_owed"] > 0 and not stop.requested:
                     batch = replay_buffer.sample()
                     out.append(update(batch))
+                    progress["updates_owed"] -= 1
                 update_time += time.perf_counter() - t0
                 progress["updates"] += len(out)
                 session_updates += len(out)

@@ -148,6 +148,8 @@ def test_sigint_saves_checkpoint_and_resume_finishes(tmp_path):
     assert 100 <= frames < 100000 and frames % 100 == 0
     summary = train(_cfg("gaussian", f"collector.total_frames={frames + 100}", f"resume={run_dir}"), "x")
     assert summary["frames"] == frames + 100 and not summary["interrupted"]
+    # updates cut short by the signal are owed, not lost: 50 per 100-frame batch, as if never stopped
+    assert summary["updates"] == (frames + 100) // 2
 
 
 BAD_INPUTS = {  # name: (overrides, expected message)

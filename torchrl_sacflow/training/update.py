@@ -88,8 +88,8 @@ class SACUpdate:
 
     Returns (per call):
         ``TensorDict`` with ``loss_qvalue``, ``loss_actor``, ``loss_alpha``, ``alpha``, ``entropy``
-        (0-d, detached). On calls without an actor step the actor entries repeat the last ones (NaN before the
-        first actor step of a resumed run).
+        (0-d, detached). On calls without an actor step the actor entries repeat the last ones
+        (NaN before the first actor step of a resumed run).
 
     Examples:
         >>> update = SACUpdate(loss, actor_optim=a_opt, critic_optim=q_opt, alpha_optim=al_opt,
