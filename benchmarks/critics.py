@@ -1,8 +1,11 @@
 """Critic benchmark: the textbook SAC critic (twin MLPs + soft target) vs the CrossQ critic
-(BatchRenorm, no target, joint batch, policy delay 3), for Flow-T and the Gaussian baseline.
+(BatchRenorm, no target, joint batch, policy delay 3), for Flow-T and the Gaussian baseline, on
+HalfCheetah-v4 and Hopper-v4; plus one run of the paper code's configuration (``preset=paper``).
 
     python benchmarks/critics.py run --env halfcheetah --seeds 0 1 2 --parallel 2
-    python benchmarks/critics.py report --env halfcheetah
+    python benchmarks/critics.py run --env hopper --seeds 0 1 2 --parallel 2
+    python benchmarks/critics.py paper        # Flow-T, preset=paper, seed 1, 13 000 steps (~1 h)
+    python benchmarks/critics.py report       # benchmarks/results/critics.md + critics.png
 
 ``run`` launches the recipe itself, one subprocess per (seed, policy, critic), seed-major (all four
 variants of seed 0 first), ``--parallel`` at a time with 1 torch thread each::
@@ -11,14 +14,15 @@ variants of seed 0 first), ``--parallel`` at a time with 1 torch thread each::
 
 into ``outputs/bench_critics/<env>/<policy>_<critic>_seed<s>``; a finished run is skipped, one
 still running from an earlier driver (its ``<run>.pid``) is waited for, any other unfinished one is
-started again from scratch. After the first seed the (cheaper) Gaussian runs of a seed go first. ``report`` (also run after each finished run) writes
-``benchmarks/results/critics_<env>.md`` and ``.png`` from whatever has finished.
+started again from scratch. After the first seed the (cheaper) Gaussian runs of a seed go first.
+``report`` (also run after each finished run) writes one table and one plot from whatever has
+finished, for every env in ``--envs``.
 
 CPU budget (the paper-size CrossQ critic, 2 x 1024 BatchRenorm, costs ~0.35 s per update on one
 CPU thread): both critics 2 x 256, batch 256, 5 000 env steps of which the first 1 000 are
 uniform random, UTD 1 (1 000 updates after every 1 000 env steps), evaluation every 1 000 steps
 (3 deterministic episodes). This is a smoke-scale comparison, not a reproduction of the paper's
-1M-step curves.
+1M-step curves; ``paper`` checks the paper configuration itself at 13 000 steps.
 """
 from __future__ import annotations
 
@@ -171,60 +175,110 @@ def _fmt(values: list[float]) -> str:
     return f"{a.mean():.0f} ± {a.std():.0f}" if len(a) > 1 else f"{a.mean():.0f}"
 
 
+ENV_NOTES = {
+    "halfcheetah": "HalfCheetah episodes are 1 000 steps: the last training episode is the one ending at 5 000 steps",
+    "hopper": "Hopper episodes end when it falls: the last training episode is the last one finished before 5 000 steps",
+}
+
+# The paper code's configuration in one override, at the point where the issue quotes the reference
+# code's score (Flow-T, HalfCheetah-v4, seed 1, 5 000 random steps, ~3 700 after 13 000 steps).
+PAPER_RUN_DIR = REPO / "outputs" / "bench_paper" / "halfcheetah_flow_t_paper_seed1"
+PAPER_ARGS = [
+    "env=halfcheetah", "policy=flow_t", "preset=paper", "seed=1",
+    "collector.total_frames=13000", "collector.init_random_frames=5000",
+    "eval.interval=1000", "eval.num_episodes=3", "checkpoint.interval=2000",
+    "logger.progress_bar=false", "threads=1",
+]
+
+
+def run_paper() -> None:
+    """The ``preset=paper`` check (one run, ~1 h on one CPU thread); ``resume`` if interrupted."""
+    PAPER_RUN_DIR.parent.mkdir(parents=True, exist_ok=True)
+    extra = [f"resume={PAPER_RUN_DIR}"] if (PAPER_RUN_DIR / "checkpoint").is_dir() and not _finished(PAPER_RUN_DIR) else []
+    cmd = [sys.executable, "-m", "recipes.train_mujoco", *PAPER_ARGS, *extra, f"hydra.run.dir={PAPER_RUN_DIR}"]
+    print(f"[start {time.strftime('%H:%M:%S')}] {shlex.join(cmd[1:])}", flush=True)
+    subprocess.run(cmd, cwd=REPO, check=False,
+                   env={**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
+
+
+def _paper_lines() -> list[str]:
+    cmd = shlex.join(["python", "-m", "recipes.train_mujoco", *PAPER_ARGS])
+    lines = ["## The paper code's configuration (`preset=paper`)", "",
+             "```", "python benchmarks/critics.py paper    # runs:", cmd, "```", "",
+             "The issue's reference point: the paper's released code, Flow-T on HalfCheetah-v4, seed 1, 5 000 random "
+             "steps first, scored an episodic return of about 3 700 after 13 000 env steps on this kind of machine. "
+             "Same settings here through `preset=paper` (2 × 1024 BatchRenorm critics, batch 512, UTD 1, policy "
+             "delay 3, Adam β1 0.5) with the random phase shortened to 5 000 steps as in that run.", ""]
+    if not PAPER_RUN_DIR.is_dir():
+        return lines + ["Not run yet.", ""]
+    steps, train = read_csv_scalar(PAPER_RUN_DIR, "train/episode_return")
+    esteps, evals = read_csv_scalar(PAPER_RUN_DIR, "eval/return_mean")
+    lines += ["| env steps | training episode return | deterministic eval return (3 episodes) |", "|---|---|---|"]
+    ev = dict(zip(esteps, evals))
+    for st, tr in zip(steps, train):
+        e = ev.get(st)
+        lines.append(f"| {st} | {tr:.0f} | {'' if e is None else f'{e:.0f}'} |")
+    if _finished(PAPER_RUN_DIR):
+        summary = json.loads((PAPER_RUN_DIR / "summary.json").read_text())
+        lines += ["", f"Wall time {summary['wall_time_s'] / 60:.1f} min, {summary['updates_per_s']:.2f} updates/s "
+                  f"({1000.0 / summary['updates_per_s']:.0f} s per 1 000 updates, one CPU thread)."]
+    else:
+        lines += ["", "Still running (or interrupted) when this file was written."]
+    return lines + [""]
+
+
 def report(args: argparse.Namespace) -> None:
-    env = args.env
-    runs = _runs(env)
+    envs = [e for e in (args.envs or []) if any((RUNS_DIR / e).glob("*_seed*"))]
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    name = f"critics_{env}"
     example = shlex.join(["python", "-m", "recipes.train_mujoco",
-                          *[a for a in recipe_args(env, "flow_t", "crossq", 0, args.overrides)
+                          *[a for a in recipe_args("hopper", "flow_t", "crossq", 0, args.overrides)
                             if not a.startswith("hydra.")]])
     lines = [
-        f"# SAC critic vs CrossQ critic on {env} (CPU budget)", "",
+        "# SAC critic vs CrossQ critic, Flow-T and Gaussian, HalfCheetah-v4 and Hopper-v4 (CPU budget)", "",
         "Commands (`benchmarks/critics.py` launches the recipe itself, 2 runs at a time, 1 torch thread each):", "",
-        "```", f"python benchmarks/critics.py run --env {env} --seeds 0 1 2 --parallel 2",
-        f"python benchmarks/critics.py report --env {env}",
-        "# each run is, e.g. (policy in flow_t|gaussian, critic in sac|crossq, seed in 0|1|2):", example, "```", "",
-        "**Budget (CPU, not the paper's):** 5 000 env steps (first 1 000 uniform random), UTD 1, batch 256, "
-        "both critics 2 × 256 (the paper's CrossQ critic is 2 × 1024 at batch 512: ~0.35 s/update on one "
-        "CPU thread), evaluation every 1 000 steps with 3 deterministic episodes. "
-        "`critic=sac`: twin ReLU MLPs + Polyak target (τ = 0.005), actor every update, critic Adam β1 0.9. "
-        "`critic=crossq`: BatchRenorm MLPs, no target, joint (s,a)/(s',a') batch, actor/α every 3rd update "
-        "(so ~1/3 as many actor steps), critic Adam β1 0.9 (only the critic group changes; `preset=paper` would "
-        "also set β1 0.5). BatchRenorm warm-up is the reference's 100k critic steps, so over these 4 000 updates "
-        "the layers act as batch norm (r = 1, d = 0). Actor Adam β1: 0.5 (Flow-T), 0.9 (Gaussian). "
-        "Machine: shared 2-core box under heavy load from other jobs (load ~6), so wall-clock numbers are "
-        "inflated and noisy; compare them only relative to each other.", "",
-        "| policy | critic | seeds | final train episode return | final eval return (det.) | "
-        "wall-clock s / 1 000 env steps, learning phase | wall-clock s / 1 000 env steps, whole run | "
+        "```",
+        *[f"python benchmarks/critics.py run --env {e} --seeds 0 1 2 --parallel 2" for e in ("halfcheetah", "hopper")],
+        "python benchmarks/critics.py report",
+        "# each run is, e.g. (env in halfcheetah|hopper, policy in flow_t|gaussian, critic in sac|crossq, seed in 0|1|2):",
+        example, "```", "",
+        "**Budget (CPU, not the paper's):** 5 000 env steps per run (first 1 000 uniform random), UTD 1 "
+        "(4 000 updates), batch 256, both critics 2 × 256 (the paper's CrossQ critic is 2 × 1024 at batch 512, "
+        "~0.35 s/update on one CPU thread: see the `preset=paper` section below), evaluation every 1 000 steps "
+        "with 3 deterministic episodes. `critic=sac`: twin ReLU MLPs + Polyak target (τ = 0.005), actor every "
+        "update. `critic=crossq`: BatchRenorm MLPs, no target, joint (s,a)/(s',a') batch, actor/α every 3rd "
+        "update (so 1/3 as many actor steps); only the critic group changes (critic Adam β1 0.9; `preset=paper` "
+        "would also set β1 0.5). BatchRenorm warm-up is the reference's 100k critic steps, so over these 4 000 "
+        "updates the layers act as batch norm (r = 1, d = 0). Actor Adam β1: 0.5 (Flow-T), 0.9 (Gaussian). "
+        "The runs shared the 2 cores two at a time (plus, for some, other jobs), so wall-clock figures carry "
+        "that load; compare them with each other, not with other machines.", "",
+        "| env | policy | critic | seeds | final train episode return | final eval return (det.) | "
+        "mean eval return, last 3 evals | wall-clock s / 1 000 env steps, learning phase | "
         "s / 1 000 updates (incl. sampling) |",
-        "|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    for (policy, critic), dirs in runs.items():
-        summaries = [json.loads((d / "summary.json").read_text()) for d in dirs]
-        train = [_last_train_return(d) for d in dirs]
-        ev = [s["eval_return_mean"] for s in summaries]
-        wall = [1000.0 * s["wall_time_s"] / s["frames"] for s in summaries]
-        learn = [_learning_seconds_per_1000(d) for d in dirs]
-        upd = [_seconds_per_1000_updates(d) for d in dirs]
-        seeds = ", ".join(d.name.rsplit("seed", 1)[1] for d in dirs)
-        lines.append(f"| {policy} | {critic} | {len(dirs)} ({seeds}) | {_fmt(train)} | {_fmt(ev)} | "
-                     f"{_fmt(learn)} | {_fmt(wall)} | {_fmt(upd)} |" if dirs else
-                     f"| {policy} | {critic} | 0 | – | – | – | – | – |")
-    lines += ["", "Mean ± std over the finished seeds (population std; a single seed shows its value). "
-              "Final train return: the last training episode (HalfCheetah episodes are 1 000 steps, so the "
-              "episode ending at 5 000 steps). Learning phase: from the end of the random steps to the end "
-              "of the run, including updates, collection and the evaluations. Curves: `" + name + ".png`.", ""]
-    lines += ["**How to read this.** 5 000 env steps (4 000 updates) is 0.5 % of the paper's 1M-step budget: "
-              "HalfCheetah returns at this stage are near those of a random policy (about −300 per episode) "
-              "and dominated by seed noise, so with 1–3 seeds a difference of a few hundred is not evidence "
-              "that one critic learns better. What the table does show: both critic options train end to "
-              "end with both policies through the recipe users run, and what each costs per 1 000 steps on "
-              "a CPU at width 256 (CrossQ runs the actor every 3rd update but its critic step runs on the "
-              "joint 2 × batch with BatchRenorm; wall-clock numbers come from a shared, heavily loaded "
-              "2-core machine). A conclusion about learning needs the paper-size critic, 1M steps and "
-              "several seeds on a GPU (`preset=paper device=cuda`).", ""]
-    unfinished = sorted(d for d in RUNS_DIR.glob(f"{env}/*_seed*") if d.is_dir() and not _finished(d))
+    all_runs = {}
+    for env in envs:
+        runs = _runs(env)
+        all_runs[env] = runs
+        for (policy, critic), dirs in runs.items():
+            if not dirs:
+                lines.append(f"| {env} | {policy} | {critic} | 0 | – | – | – | – | – |")
+                continue
+            summaries = [json.loads((d / "summary.json").read_text()) for d in dirs]
+            train = [_last_train_return(d) for d in dirs]
+            ev = [s["eval_return_mean"] for s in summaries]
+            last3 = [float(np.mean(read_csv_scalar(d, "eval/return_mean")[1][-3:])) for d in dirs]
+            learn = [_learning_seconds_per_1000(d) for d in dirs]
+            upd = [_seconds_per_1000_updates(d) for d in dirs]
+            seeds = ", ".join(d.name.rsplit("seed", 1)[1] for d in dirs)
+            lines.append(f"| {env} | {policy} | {critic} | {len(dirs)} ({seeds}) | {_fmt(train)} | {_fmt(ev)} | "
+                         f"{_fmt(last3)} | {_fmt(learn)} | {_fmt(upd)} |")
+    lines += ["", "Mean ± std over the finished seeds (population std; a single seed shows its value). Final train "
+              "return: " + "; ".join(ENV_NOTES[e] for e in envs if e in ENV_NOTES) + ". Learning phase: from the end "
+              "of the random steps to the end of the run, including updates, collection and the evaluations. "
+              "Curves: `critics.png` (mean ± std over seeds).", ""]
+    lines += (args.reading or [])
+    unfinished = sorted(d for e in envs for d in RUNS_DIR.glob(f"{e}/*_seed*") if d.is_dir() and not _finished(d))
     if unfinished:
         lines += ["Not finished when this file was written (not in the table or the plot):", ""]
         for d in unfinished:
@@ -232,37 +286,51 @@ def report(args: argparse.Namespace) -> None:
             last = f"last eval {evals[-1]:.0f} at {frames[-1]} steps" if evals else "no eval logged yet"
             lines.append(f"- `{d.relative_to(REPO)}`: {last}")
         lines.append("")
-    (RESULTS_DIR / f"{name}.md").write_text("\n".join(lines))
-    _plot(runs, RESULTS_DIR / f"{name}.png", env)
-    print(f"wrote {RESULTS_DIR / (name + '.md')}", flush=True)
+    lines += _paper_lines()
+    (RESULTS_DIR / "critics.md").write_text("\n".join(lines))
+    if all_runs:
+        _plot(all_runs, RESULTS_DIR / "critics.png")
+    print(f"wrote {RESULTS_DIR / 'critics.md'}", flush=True)
 
 
-def _plot(runs: dict[tuple[str, str], list[Path]], path: Path, env: str) -> None:
+def _plot(all_runs: dict[str, dict[tuple[str, str], list[Path]]], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    envs = list(all_runs)
+    fig, axes = plt.subplots(len(envs), 2, figsize=(11, 3.8 * len(envs)), squeeze=False)
     colors = {("flow_t", "sac"): "C0", ("flow_t", "crossq"): "C1",
               ("gaussian", "sac"): "C2", ("gaussian", "crossq"): "C3"}
-    for ax, metric, title in ((axes[0], "train/episode_return", "training episode return"),
-                              (axes[1], "eval/return_mean", "deterministic eval return")):
-        for key, dirs in runs.items():
-            curves = [read_csv_scalar(d, metric) for d in dirs]
-            curves = [c for c in curves if c[0]]
-            if not curves:
-                continue
-            steps = sorted(set.intersection(*[set(s) for s, _ in curves]))
-            vals = np.array([[dict(zip(s, v))[t] for t in steps] for s, v in curves])
-            mean, std = vals.mean(0), vals.std(0)
-            ax.plot(steps, mean, marker="o", color=colors[key], label=f"{key[0]} + {key[1]} (n={len(curves)})")
-            ax.fill_between(steps, mean - std, mean + std, color=colors[key], alpha=0.2)
-        ax.set_xlabel("env steps")
-        ax.set_title(f"{env}: {title}")
-        ax.grid(alpha=0.3)
-    if axes[1].get_legend_handles_labels()[0]:
-        axes[1].legend(fontsize=8)
+    for row, env in zip(axes, envs):
+        for ax, metric, title in ((row[0], "train/episode_return", "training episode return"),
+                                  (row[1], "eval/return_mean", "deterministic eval return")):
+            for key, dirs in all_runs[env].items():
+                curves = [read_csv_scalar(d, metric) for d in dirs]
+                curves = [c for c in curves if c[0]]
+                if not curves:
+                    continue
+                if metric.startswith("train/"):  # episodes end at different steps: bin per 1 000 steps
+                    binned = []
+                    for s, v in curves:
+                        bins: dict[int, list[float]] = {}
+                        for st, val in zip(s, v):
+                            bins.setdefault(-(-st // 1000) * 1000, []).append(val)
+                        binned.append(({b: float(np.mean(x)) for b, x in bins.items()}))
+                    steps = sorted(set.intersection(*[set(b) for b in binned]))
+                    vals = np.array([[b[t] for t in steps] for b in binned])
+                else:
+                    steps = sorted(set.intersection(*[set(s) for s, _ in curves]))
+                    vals = np.array([[dict(zip(s, v))[t] for t in steps] for s, v in curves])
+                mean, std = vals.mean(0), vals.std(0)
+                ax.plot(steps, mean, marker="o", color=colors[key], label=f"{key[0]} + {key[1]} (n={len(curves)})")
+                ax.fill_between(steps, mean - std, mean + std, color=colors[key], alpha=0.2)
+            ax.set_xlabel("env steps")
+            ax.set_title(f"{env}: {title}")
+            ax.grid(alpha=0.3)
+        if row[1].get_legend_handles_labels()[0]:
+            row[1].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -270,14 +338,18 @@ def _plot(runs: dict[tuple[str, str], list[Path]], path: Path, env: str) -> None
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=["run", "report"])
-    parser.add_argument("--env", default="halfcheetah")
+    parser.add_argument("command", choices=["run", "report", "paper"])
+    parser.add_argument("--env", default="halfcheetah", help="env of `run`")
+    parser.add_argument("--envs", nargs="+", default=["halfcheetah", "hopper"], help="envs in the report")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--parallel", type=int, default=2)
+    parser.add_argument("--reading", action="append", help="a paragraph for the report (how to read the results)")
     parser.add_argument("overrides", nargs="*", help="extra recipe overrides (after --)")
     args = parser.parse_args()
     if args.command == "run":
         run(args)
+    elif args.command == "paper":
+        run_paper()
     report(args)
 
 

@@ -1,4 +1,5 @@
 """SACFlowLoss honours TorchRL's loss contract, and its additions (β term, gradient diagnostic) work."""
+import contextlib
 import math
 import warnings
 
@@ -102,6 +103,59 @@ def test_gradient_isolation_between_actor_qvalue_and_alpha(velocity):
     out["loss_alpha"].backward()
     assert all(g is None or g.abs().sum() == 0 for g in _grads(actor_p) + _grads(q_p))
     assert loss.log_alpha.grad is not None and loss.log_alpha.grad != 0
+
+
+def _actor_and_target(loss, td, seed=3):
+    torch.manual_seed(seed)
+    loss_actor, _ = loss.actor_loss(td)
+    torch.manual_seed(seed)
+    target = loss._compute_target_v2(td)
+    return loss_actor.detach(), target
+
+
+@pytest.mark.parametrize("velocity", VELOCITIES)
+def test_actor_holds_the_loss_parameters_and_swap_is_skipped(velocity):
+    loss = _loss(velocity)
+    assert isinstance(loss._actor_params(), contextlib.nullcontext)
+    module_tensors = {**dict(loss.actor_network.named_parameters()), **dict(loss.actor_network.named_buffers())}
+    for key, tensor in loss.actor_network_params.items(True, True):
+        assert module_tensors[".".join(key)] is tensor, key
+    # load_state_dict and dtype moves update in place: still bound
+    loss.load_state_dict(_loss(velocity).state_dict())
+    assert isinstance(loss._actor_params(), contextlib.nullcontext)
+    loss.double()
+    assert isinstance(loss._actor_params(), contextlib.nullcontext)
+    assert next(loss.actor_network.parameters()).dtype == torch.float64
+
+
+@pytest.mark.parametrize("velocity", ["transformer", "gru"])
+def test_actor_evaluations_use_the_loss_parameters_when_the_module_diverges(velocity):
+    torch.manual_seed(0)
+    loss = _loss(velocity)
+    td = _data()
+    reference = _actor_and_target(loss, td)
+    # someone puts other tensors into the actor module (not through the loss)
+    rollout = next(m for m in loss.actor_network.modules() if hasattr(m, "action_scale"))
+    rollout.action_scale = rollout.action_scale * 0.5
+    head = loss.actor_network.module[0].module.log_std_head.net[-1]
+    head.bias = nn.Parameter(head.bias.detach() + 1.0)
+    assert not isinstance(loss._actor_params(), contextlib.nullcontext)  # falls back to the swap
+    diverged = _actor_and_target(loss, td)
+    for a, b in zip(reference, diverged):
+        torch.testing.assert_close(a, b)
+
+
+def test_target_value_matches_sacloss():
+    from torchrl.objectives import SACLoss
+
+    torch.manual_seed(0)
+    loss = _loss("gru")
+    td = _data()
+    torch.manual_seed(5)
+    ours = loss._compute_target_v2(td)
+    torch.manual_seed(5)
+    theirs = SACLoss._compute_target_v2(loss, td)
+    torch.testing.assert_close(ours, theirs)
 
 
 def test_parameters_are_unique_and_exclude_targets():

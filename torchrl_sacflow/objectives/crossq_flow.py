@@ -203,7 +203,7 @@ class CrossQFlowLoss(SACFlowLoss):
         next_td = tensordict.get("next").copy()
         with torch.no_grad(), set_exploration_type(ExplorationType.RANDOM), _module_mode(
             self.actor_network, False
-        ), self.actor_network_params.to_module(self.actor_network, preserve_module_state=False):
+        ), self._actor_params():
             next_dist = self.actor_network.get_dist(next_td)
             next_action, next_log_prob = compute_rsample_log_prob(next_dist)
         next_td.set(self.tensor_keys.action, next_action)
