@@ -10,6 +10,7 @@ from torchrl.data import Bounded, Unbounded
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 
 from torchrl_sacflow import (
+    FlowActor,
     FlowMatchingLoss,
     FlowPathDistribution,
     GatedVelocity,
@@ -203,6 +204,48 @@ def test_several_observation_keys_are_concatenated_in_order():
     twin.load_state_dict(actor.state_dict())
     with set_exploration_type(ExplorationType.DETERMINISTIC):
         torch.testing.assert_close(twin(flat)["action"], out["action"])
+
+
+@pytest.mark.parametrize("in_keys", [("observation",), ("pos", ("nested", "vel"))])
+@pytest.mark.parametrize("noise_std", [None, 0.2])
+def test_direct_get_dist_equals_the_generic_path(in_keys, noise_std):
+    from tensordict.nn import ProbabilisticTensorDictSequential
+
+    torch.manual_seed(0)
+    actor = make_flow_actor(Bounded(-1.0, 1.0, shape=(2,)), 5, velocity="gru", in_keys=in_keys, noise_std=noise_std)
+    assert isinstance(actor, FlowActor) and actor._direct_parts() is not None
+    if in_keys == ("observation",):
+        td = TensorDict({"observation": torch.randn(6, 5)}, [6])
+    else:
+        td = TensorDict({"pos": torch.randn(6, 2), "nested": {"vel": torch.randn(6, 3)}}, [6])
+    td_direct, td_generic = td.clone(), td.clone()
+    with set_exploration_type(ExplorationType.RANDOM):
+        direct = actor.get_dist(td_direct)
+        generic = ProbabilisticTensorDictSequential.get_dist(actor, td_generic)
+        torch.manual_seed(1)
+        a1, lp1 = direct.rsample_and_log_prob()
+        torch.manual_seed(1)
+        a2, lp2 = generic.rsample_and_log_prob()
+    assert type(direct) is type(generic) is FlowPathDistribution
+    torch.testing.assert_close(a1, a2)
+    torch.testing.assert_close(lp1, lp2)
+    assert set(td_direct.keys(True, True)) == set(td_generic.keys(True, True))
+    for key in td_generic.keys(True, True):
+        torch.testing.assert_close(td_direct[key], td_generic[key])
+    # gradients flow the same way
+    a1.sum().backward()
+    assert all(p.grad is not None for p in actor.parameters())
+
+
+def test_direct_get_dist_defers_to_the_generic_path_when_it_could_differ():
+    actor = make_flow_actor(Bounded(-1.0, 1.0, shape=(2,)), 5, velocity="mlp")
+    seen = []
+    handle = actor.module[0].register_forward_hook(lambda module, args, out: seen.append(1))
+    assert actor._direct_parts() is None
+    actor.get_dist(TensorDict({"observation": torch.randn(3, 5)}, [3]))
+    assert seen == [1]  # the hook ran: the generic path was taken
+    handle.remove()
+    assert actor._direct_parts() is not None
 
 
 @pytest.mark.parametrize("velocity", VELOCITIES)

@@ -6,6 +6,7 @@ Public API::
                                  MLPVelocity, GatedVelocity, TransformerVelocity)
 """
 from torchrl_sacflow.modules import (
+    FlowActor,
     FlowPathDistribution,
     FlowRollout,
     GatedVelocity,
@@ -31,6 +32,7 @@ __all__ = [
     "GatedVelocity",
     "TransformerVelocity",
     "VelocityField",
+    "FlowActor",
     "FlowRollout",
     "FlowPathDistribution",
     "velocity_module",

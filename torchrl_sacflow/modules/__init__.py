@@ -1,4 +1,5 @@
 from torchrl_sacflow.modules.flow_actor import (
+    FlowActor,
     FlowPathDistribution,
     FlowRollout,
     FlowStateModule,
