@@ -200,7 +200,7 @@ def run_paper() -> None:
     subprocess.run(cmd, cwd=REPO, check=False)
 
 
-def _paper_lines() -> list[str]:
+def _paper_lines(reading: list[str] | None = None) -> list[str]:
     cmd = shlex.join(["python", "-m", "recipes.train_mujoco", *PAPER_ARGS])
     lines = ["## The paper code's configuration (`preset=paper`)", "",
              "```", "python benchmarks/critics.py paper    # runs:", cmd, "```", "",
@@ -219,10 +219,12 @@ def _paper_lines() -> list[str]:
         lines.append(f"| {st} | {tr:.0f} | {'' if e is None else f'{e:.0f}'} |")
     if _finished(PAPER_RUN_DIR):
         summary = json.loads((PAPER_RUN_DIR / "summary.json").read_text())
-        lines += ["", f"Wall time {summary['wall_time_s'] / 60:.1f} min, {summary['updates_per_s']:.2f} updates/s "
-                  f"({1000.0 / summary['updates_per_s']:.0f} s per 1 000 updates, one CPU thread)."]
+        lines += ["", f"Wall time {summary['wall_time_s'] / 60:.1f} min; update rate of the last update round "
+                  f"{summary['updates_per_s']:.2f} updates/s ({1000.0 / summary['updates_per_s']:.0f} s per 1 000 updates)."]
     else:
         lines += ["", "Still running (or interrupted) when this file was written."]
+    for paragraph in reading or []:
+        lines += ["", paragraph]
     return lines + [""]
 
 
@@ -276,7 +278,8 @@ def report(args: argparse.Namespace) -> None:
               "return: " + "; ".join(ENV_NOTES[e] for e in envs if e in ENV_NOTES) + ". Learning phase: from the end "
               "of the random steps to the end of the run, including updates, collection and the evaluations. "
               "Curves: `critics.png` (mean ± std over seeds).", ""]
-    lines += (args.reading or [])
+    for paragraph in args.reading or []:
+        lines += [paragraph, ""]
     unfinished = sorted(d for e in envs for d in RUNS_DIR.glob(f"{e}/*_seed*") if d.is_dir() and not _finished(d))
     if unfinished:
         lines += ["Not finished when this file was written (not in the table or the plot):", ""]
@@ -285,7 +288,7 @@ def report(args: argparse.Namespace) -> None:
             last = f"last eval {evals[-1]:.0f} at {frames[-1]} steps" if evals else "no eval logged yet"
             lines.append(f"- `{d.relative_to(REPO)}`: {last}")
         lines.append("")
-    lines += _paper_lines()
+    lines += _paper_lines(args.paper_reading)
     (RESULTS_DIR / "critics.md").write_text("\n".join(lines))
     if all_runs:
         _plot(all_runs, RESULTS_DIR / "critics.png")
@@ -343,6 +346,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--parallel", type=int, default=2)
     parser.add_argument("--reading", action="append", help="a paragraph for the report (how to read the results)")
+    parser.add_argument("--paper-reading", action="append", help="a paragraph for the preset=paper section")
     parser.add_argument("overrides", nargs="*", help="extra recipe overrides (after --)")
     args = parser.parse_args()
     if args.command == "run":
