@@ -5,6 +5,7 @@ HalfCheetah-v4 and Hopper-v4; plus one run of the paper code's configuration (``
     python benchmarks/critics.py run --env halfcheetah --seeds 0 1 2 --parallel 2
     python benchmarks/critics.py run --env hopper --seeds 0 1 2 --parallel 2
     python benchmarks/critics.py paper        # Flow-T, preset=paper, seed 1, 13 000 steps (~1 h)
+    python benchmarks/critics.py paper --variant nodrift   # the same without drift correction
     python benchmarks/critics.py report       # benchmarks/results/critics.md + critics.png
 
 ``run`` launches the recipe itself, one subprocess per (seed, policy, critic), seed-major (all four
@@ -182,47 +183,73 @@ ENV_NOTES = {
 
 # The paper code's configuration in one override, at the point where the issue quotes the reference
 # code's score (Flow-T, HalfCheetah-v4, seed 1, 5 000 random steps, ~3 700 after 13 000 steps).
-PAPER_RUN_DIR = REPO / "outputs" / "bench_paper" / "halfcheetah_flow_t_paper_seed1"
+PAPER_DIR = REPO / "outputs" / "bench_paper"
 PAPER_ARGS = [
     "env=halfcheetah", "policy=flow_t", "preset=paper", "seed=1",
     "collector.total_frames=13000", "collector.init_random_frames=5000",
     "eval.interval=1000", "eval.num_episodes=3", "checkpoint.interval=2000",
     "logger.progress_bar=false",
 ]
+# variants of the paper-configuration run: name -> (extra overrides, label)
+PAPER_VARIANTS = {
+    "paper": ([], "`preset=paper`"),
+    "nodrift": (["policy.drift_correction=false"], "`preset=paper policy.drift_correction=false`"),
+}
 
 
-def run_paper() -> None:
-    """The ``preset=paper`` check (one run, ~1 h on this 2-core CPU); ``resume`` if interrupted."""
-    PAPER_RUN_DIR.parent.mkdir(parents=True, exist_ok=True)
-    extra = [f"resume={PAPER_RUN_DIR}"] if (PAPER_RUN_DIR / "checkpoint").is_dir() and not _finished(PAPER_RUN_DIR) else []
-    cmd = [sys.executable, "-m", "recipes.train_mujoco", *PAPER_ARGS, *extra, f"hydra.run.dir={PAPER_RUN_DIR}"]
+def paper_run_dir(variant: str) -> Path:
+    suffix = "" if variant == "paper" else f"_{variant}"
+    return PAPER_DIR / f"halfcheetah_flow_t_paper{suffix}_seed1"
+
+
+def run_paper(variant: str = "paper") -> None:
+    """One paper-configuration run (~1 h on this 2-core CPU); ``resume`` if interrupted."""
+    run_dir = paper_run_dir(variant)
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    extra = [f"resume={run_dir}"] if (run_dir / "checkpoint").is_dir() and not _finished(run_dir) else []
+    cmd = [sys.executable, "-m", "recipes.train_mujoco", *PAPER_ARGS, *PAPER_VARIANTS[variant][0], *extra,
+           f"hydra.run.dir={run_dir}"]
     print(f"[start {time.strftime('%H:%M:%S')}] {shlex.join(cmd[1:])}", flush=True)
     subprocess.run(cmd, cwd=REPO, check=False)
 
 
 def _paper_lines(reading: list[str] | None = None) -> list[str]:
-    cmd = shlex.join(["python", "-m", "recipes.train_mujoco", *PAPER_ARGS])
-    lines = ["## The paper code's configuration (`preset=paper`)", "",
-             "```", "python benchmarks/critics.py paper    # runs:", cmd, "```", "",
-             "The issue's reference point: the paper's released code, Flow-T on HalfCheetah-v4, seed 1, 5 000 random "
-             "steps first, scored an episodic return of about 3 700 after 13 000 env steps on this kind of machine. "
-             "Same settings here through `preset=paper` (2 × 1024 BatchRenorm critics, batch 512, UTD 1, policy "
-             "delay 3, Adam β1 0.5) with the random phase shortened to 5 000 steps as in that run.", ""]
-    if not PAPER_RUN_DIR.is_dir():
+    lines = ["## The paper code's configuration (`preset=paper`)", "", "```"]
+    for variant, (extra, _) in PAPER_VARIANTS.items():
+        flag = "" if variant == "paper" else f" --variant {variant}"
+        lines += [f"python benchmarks/critics.py paper{flag}    # runs:",
+                  shlex.join(["python", "-m", "recipes.train_mujoco", *PAPER_ARGS, *extra])]
+    lines += ["```", "",
+              "The issue's reference point: the paper's released code, Flow-T on HalfCheetah-v4, seed 1, 5 000 random "
+              "steps first, scored an episodic return of about 3 700 after 13 000 env steps on this kind of machine. "
+              "Same settings here through `preset=paper` (2 × 1024 BatchRenorm critics, batch 512, UTD 1, policy "
+              "delay 3, Adam β1 0.5) with the random phase shortened to 5 000 steps as in that run; the second run "
+              "also switches off the drift correction (the released code has none).", ""]
+    runs = {v: paper_run_dir(v) for v in PAPER_VARIANTS if paper_run_dir(v).is_dir()}
+    if not runs:
         return lines + ["Not run yet.", ""]
-    steps, train = read_csv_scalar(PAPER_RUN_DIR, "train/episode_return")
-    esteps, evals = read_csv_scalar(PAPER_RUN_DIR, "eval/return_mean")
-    lines += ["| env steps | training episode return | deterministic eval return (3 episodes) |", "|---|---|---|"]
-    ev = dict(zip(esteps, evals))
-    for st, tr in zip(steps, train):
-        e = ev.get(st)
-        lines.append(f"| {st} | {tr:.0f} | {'' if e is None else f'{e:.0f}'} |")
-    if _finished(PAPER_RUN_DIR):
-        summary = json.loads((PAPER_RUN_DIR / "summary.json").read_text())
-        lines += ["", f"Wall time {summary['wall_time_s'] / 60:.1f} min; update rate of the last update round "
-                  f"{summary['updates_per_s']:.2f} updates/s ({1000.0 / summary['updates_per_s']:.0f} s per 1 000 updates)."]
-    else:
-        lines += ["", "Still running (or interrupted) when this file was written."]
+    header = "| env steps | " + " | ".join(
+        f"{PAPER_VARIANTS[v][1]}: train episode return | eval return (det., 3 episodes)" for v in runs) + " |"
+    lines += [header, "|---|" + "---|---|" * len(runs)]
+    data = {}
+    for v, d in runs.items():
+        steps, train = read_csv_scalar(d, "train/episode_return")
+        esteps, evals = read_csv_scalar(d, "eval/return_mean")
+        data[v] = (dict(zip(steps, train)), dict(zip(esteps, evals)))
+    all_steps = sorted(set().union(*[set(t) | set(e) for t, e in data.values()]))
+    fmt = lambda x: "" if x is None else f"{x:.0f}"  # noqa: E731
+    for st in all_steps:
+        cells = [f"{fmt(data[v][0].get(st))} | {fmt(data[v][1].get(st))}" for v in runs]
+        lines.append(f"| {st} | " + " | ".join(cells) + " |")
+    lines.append("")
+    for v, d in runs.items():
+        if _finished(d):
+            summary = json.loads((d / "summary.json").read_text())
+            lines.append(f"- {PAPER_VARIANTS[v][1]}: wall time {summary['wall_time_s'] / 60:.1f} min; update rate of the "
+                         f"last update round {summary['updates_per_s']:.2f} updates/s "
+                         f"({1000.0 / summary['updates_per_s']:.0f} s per 1 000 updates).")
+        else:
+            lines.append(f"- {PAPER_VARIANTS[v][1]}: still running (or interrupted) when this file was written.")
     for paragraph in reading or []:
         lines += ["", paragraph]
     return lines + [""]
@@ -347,12 +374,13 @@ def main() -> None:
     parser.add_argument("--parallel", type=int, default=2)
     parser.add_argument("--reading", action="append", help="a paragraph for the report (how to read the results)")
     parser.add_argument("--paper-reading", action="append", help="a paragraph for the preset=paper section")
+    parser.add_argument("--variant", choices=sorted(PAPER_VARIANTS), default="paper", help="run of `paper`")
     parser.add_argument("overrides", nargs="*", help="extra recipe overrides (after --)")
     args = parser.parse_args()
     if args.command == "run":
         run(args)
     elif args.command == "paper":
-        run_paper()
+        run_paper(args.variant)
     report(args)
 
 
