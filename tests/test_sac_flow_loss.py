@@ -12,7 +12,7 @@ from torchrl.modules import MLP, NormalParamExtractor, ProbabilisticActor, TanhN
 from torchrl.objectives import SoftUpdate
 from tensordict.nn import TensorDictModule
 
-from torchrl_sacflow import FlowMatchingLoss, SACFlowLoss, make_flow_actor, make_qvalue
+from torchrl_sacflow import FlowMatchingLoss, SACFlowLoss, get_flow_rollout, make_flow_actor, make_qvalue
 
 N_OBS, N_ACT, BATCH = 4, 2, 16
 VELOCITIES = ["transformer", "gru", "mlp"]
@@ -105,6 +105,14 @@ def test_gradient_isolation_between_actor_qvalue_and_alpha(velocity):
     assert loss.log_alpha.grad is not None and loss.log_alpha.grad != 0
 
 
+def _skips_swap(loss) -> bool:
+    """Whether the loss skips the parameter swap; a real swap is undone again (entered and exited)."""
+    ctx = loss._actor_params()
+    with ctx:
+        pass
+    return isinstance(ctx, contextlib.nullcontext)
+
+
 def _actor_and_target(loss, td, seed=3):
     torch.manual_seed(seed)
     loss_actor, _ = loss.actor_loss(td)
@@ -116,15 +124,15 @@ def _actor_and_target(loss, td, seed=3):
 @pytest.mark.parametrize("velocity", VELOCITIES)
 def test_actor_holds_the_loss_parameters_and_swap_is_skipped(velocity):
     loss = _loss(velocity)
-    assert isinstance(loss._actor_params(), contextlib.nullcontext)
+    assert _skips_swap(loss)
     module_tensors = {**dict(loss.actor_network.named_parameters()), **dict(loss.actor_network.named_buffers())}
     for key, tensor in loss.actor_network_params.items(True, True):
         assert module_tensors[".".join(key)] is tensor, key
     # load_state_dict and dtype moves update in place: still bound
     loss.load_state_dict(_loss(velocity).state_dict())
-    assert isinstance(loss._actor_params(), contextlib.nullcontext)
+    assert _skips_swap(loss)
     loss.double()
-    assert isinstance(loss._actor_params(), contextlib.nullcontext)
+    assert _skips_swap(loss)
     assert next(loss.actor_network.parameters()).dtype == torch.float64
 
 
@@ -139,7 +147,7 @@ def test_actor_evaluations_use_the_loss_parameters_when_the_module_diverges(velo
     rollout.action_scale = rollout.action_scale * 0.5
     head = loss.actor_network.module[0].module.log_std_head.net[-1]
     head.bias = nn.Parameter(head.bias.detach() + 1.0)
-    assert not isinstance(loss._actor_params(), contextlib.nullcontext)  # falls back to the swap
+    assert not _skips_swap(loss)  # falls back to the swap
     diverged = _actor_and_target(loss, td)
     for a, b in zip(reference, diverged):
         torch.testing.assert_close(a, b)
@@ -369,3 +377,26 @@ def test_flow_matching_loss_contract_and_learning():
     assert err < 0.1, err
     with pytest.raises(ValueError, match="flow actor"):
         FlowMatchingLoss(_gaussian_actor())
+
+
+def test_flow_matching_and_sac_losses_sharing_one_actor_stay_correct():
+    # the offline-to-online recipe builds both losses on the same actor; the second one takes the
+    # tensors the first one bound, so both skip the parameter swap and compute what they computed alone
+    torch.manual_seed(0)
+    actor = make_flow_actor(_spec(), N_OBS, velocity="transformer", noise_std=0.1)
+    fm = FlowMatchingLoss(actor)
+    assert _skips_swap(fm)
+    td = _data(batch=32)
+    torch.manual_seed(1)
+    reference = fm(td)["loss_flow_matching"].detach()
+    sac = SACFlowLoss(actor, make_qvalue(N_OBS, N_ACT, num_cells=(32, 32)))
+    assert _skips_swap(sac)
+    assert _skips_swap(fm)
+    torch.manual_seed(1)
+    torch.testing.assert_close(fm(td)["loss_flow_matching"].detach(), reference)
+    # a buffer of the module changed behind the losses' back: the swap restores the loss's own
+    rollout = get_flow_rollout(actor)
+    rollout.action_loc = rollout.action_loc + 0.5
+    assert not _skips_swap(fm)
+    torch.manual_seed(1)
+    torch.testing.assert_close(fm(td)["loss_flow_matching"].detach(), reference)

@@ -10,11 +10,12 @@ from tensordict.utils import NestedKey
 from torchrl.objectives import LossModule
 
 from torchrl_sacflow.modules.flow_actor import FlowRollout, FlowStateModule
+from torchrl_sacflow.objectives._actor_binding import BoundActorParams
 
 __all__ = ["FlowMatchingLoss"]
 
 
-class FlowMatchingLoss(LossModule):
+class FlowMatchingLoss(BoundActorParams, LossModule):
     """Flow-matching loss for offline pre-training of a flow policy (ALGORITHM.md §1).
 
     For data ``(s, a)``, the target end point is taken in the flow's pre-tanh space,
@@ -77,6 +78,7 @@ class FlowMatchingLoss(LossModule):
         self.observation_keys = list(actor_network.module[0].in_keys)
         self.convert_to_functional(actor_network, "actor_network")
         self._rollout = next(m for m in self.actor_network.modules() if isinstance(m, FlowRollout))
+        self._actor_slots = self._bind_actor_params()  # skip the per-call no-op parameter swap
 
     def _forward_value_estimator_keys(self, **kwargs) -> None:
         pass
@@ -111,11 +113,11 @@ class FlowMatchingLoss(LossModule):
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         obs = [tensordict.get(k) for k in self.observation_keys]
         obs = obs[0] if len(obs) == 1 else torch.cat(obs, dim=-1)
-        a1 = self.pre_tanh_target(tensordict.get(self.tensor_keys.action))
-        a0 = torch.randn_like(a1)
-        t = torch.rand((*a1.shape[:-1], 1), device=a1.device, dtype=a1.dtype)
-        a_t = (1 - t) * a0 + t * a1
-        with self.actor_network_params.to_module(self.actor_network, preserve_module_state=False):
+        with self._actor_params():  # the loss's parameters and buffers (action bounds included)
+            a1 = self.pre_tanh_target(tensordict.get(self.tensor_keys.action))
+            a0 = torch.randn_like(a1)
+            t = torch.rand((*a1.shape[:-1], 1), device=a1.device, dtype=a1.dtype)
+            a_t = (1 - t) * a0 + t * a1
             v = self._rollout.velocity(a_t, obs, t)
         loss = (a1 - a0 - v).pow(2).sum(-1)
         loss = self._reduce_loss(loss, tensordict=tensordict)

@@ -17,6 +17,7 @@ from torchrl.objectives import SACLoss
 from torchrl.objectives.sac import compute_rsample_log_prob
 
 from torchrl_sacflow.modules.flow_actor import FlowRollout
+from torchrl_sacflow.objectives._actor_binding import BoundActorParams
 
 __all__ = ["SACFlowLoss"]
 
@@ -120,7 +121,7 @@ class _MLPEnsemble:
         return TensorDict({self.out_key: out}, batch_size=out.shape[: 1 + tensordict.batch_dims])
 
 
-class SACFlowLoss(SACLoss):
+class SACFlowLoss(BoundActorParams, SACLoss):
     """SAC Flow loss: SAC trained end to end through a flow policy's K-step rollout.
 
     Presented in "SAC Flow: Sample-Efficient Reinforcement Learning of Flow-Based Policies via
@@ -235,35 +236,8 @@ class SACFlowLoss(SACLoss):
         if self.log_path_grad_norms and self._flow_rollout is None:
             raise ValueError("log_path_grad_norms=True needs a flow actor (built by make_flow_actor)")
         self._extras: dict[str, Tensor] = {}
+        # skip SACLoss's per-call parameter swap when it is a no-op (BoundActorParams)
         self._actor_slots = self._bind_actor_params()
-
-    # -- the actor's parameters -----------------------------------------------------------
-    def _bind_actor_params(self) -> list[tuple[dict, str, Tensor]]:
-        """Put ``actor_network_params`` into the actor once, for good.
-
-        ``SACLoss`` keeps the actor's parameters (the same tensors) in ``actor_network_params`` but
-        copies its buffers, and swaps the lot into the module around every actor evaluation: two
-        swaps per update at 0.2-0.9 ms each (``benchmarks/overheads.py``). After this one-time
-        binding the swap is a no-op, which :meth:`_actor_params` skips as long as the module still
-        holds exactly these tensors (``load_state_dict``, ``.to()``, ``.double()`` update them in
-        place and keep it so). Returns ``(module's parameter/buffer dict, name, tensor)`` slots.
-        """
-        self.actor_network_params.to_module(self.actor_network)
-        slots = []
-        for key, tensor in self.actor_network_params.items(True, True):
-            module = self.actor_network
-            for name in key[:-1]:
-                module = getattr(module, name)
-            table = module._parameters if key[-1] in module._parameters else module._buffers
-            slots.append((table, key[-1], tensor))
-        return slots
-
-    def _actor_params(self):
-        """``actor_network_params.to_module(actor_network)``, skipped when the actor already holds them."""
-        slots = self._actor_slots
-        if slots is not None and all(table.get(name) is tensor for table, name, tensor in slots):
-            return contextlib.nullcontext()
-        return self.actor_network_params.to_module(self.actor_network, preserve_module_state=False)
 
     def _make_vmap(self):
         super()._make_vmap()
