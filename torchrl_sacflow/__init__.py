@@ -6,6 +6,7 @@ Public API::
                                  MLPVelocity, GatedVelocity, TransformerVelocity)
 """
 from torchrl_sacflow.modules import (
+    DirectProbabilisticActor,
     FlowActor,
     FlowPathDistribution,
     FlowRollout,
@@ -33,6 +34,7 @@ __all__ = [
     "TransformerVelocity",
     "VelocityField",
     "FlowActor",
+    "DirectProbabilisticActor",
     "FlowRollout",
     "FlowPathDistribution",
     "velocity_module",

@@ -1,3 +1,4 @@
+from torchrl_sacflow.modules.direct_actor import DirectProbabilisticActor
 from torchrl_sacflow.modules.flow_actor import (
     FlowActor,
     FlowPathDistribution,

@@ -33,6 +33,7 @@ from torch.distributions import Distribution
 from torchrl.data import Bounded, TensorSpec
 from torchrl.modules import ProbabilisticActor
 
+from torchrl_sacflow.modules.direct_actor import DirectProbabilisticActor
 from torchrl_sacflow.modules.velocity import (
     GatedVelocity,
     MLPVelocity,
@@ -438,47 +439,16 @@ class FlowStateModule(nn.Module):
         return obs, log_std
 
 
-class FlowActor(ProbabilisticActor):
-    """The ``ProbabilisticActor`` that :func:`make_flow_actor` builds, with a direct ``get_dist``.
+class FlowActor(DirectProbabilisticActor):
+    """The ``ProbabilisticActor`` that :func:`make_flow_actor` builds.
 
-    Behaves exactly like its parent. The only difference: :meth:`get_dist`, which SAC calls twice
-    per update (next action for the critic target, reparameterised action for the actor loss),
-    runs the parameter module on the tensors and builds the :class:`FlowPathDistribution` itself,
-    instead of going through TensorDict's generic sequence machinery (output conversion, a walk over
-    all submodules to find the probabilistic one, interaction-type context): ~3 % of a Flow-G update
-    at batch 256-512 (``benchmarks/results/throughput_notes.md``). It writes the same entries into the
-    tensordict and returns the same distribution; whenever the generic path could behave
-    differently (``tensordict_out`` or keyword arguments given, forward hooks registered, the
-    modules replaced), it defers to the parent.
+    Behaves exactly like TorchRL's ``ProbabilisticActor``; as a
+    :class:`~torchrl_sacflow.modules.DirectProbabilisticActor` its everyday calls (``forward`` in a
+    collector, ``get_dist`` twice per SAC update: next action for the critic target, reparameterised
+    action for the actor loss) build the :class:`FlowPathDistribution` from the parameter module's
+    tensors directly instead of through TensorDict's generic sequence machinery, and defer to the
+    generic path whenever it could behave differently.
     """
-
-    def _direct_parts(self):
-        if self.return_composite or len(self.module) != 2 or torch.nn.modules.module._global_forward_hooks \
-                or torch.nn.modules.module._global_forward_pre_hooks:
-            return None
-        params, prob = self.module[0], self.module[1]
-        inner = getattr(params, "module", None)
-        if type(params) is not TensorDictModule or not isinstance(inner, FlowStateModule) \
-                or getattr(prob, "distribution_class", None) is not FlowPathDistribution:
-            return None
-        for m in (self, params, inner, prob):
-            if m._forward_hooks or m._forward_pre_hooks:
-                return None
-        return params, inner, prob
-
-    def get_dist(self, tensordict, tensordict_out=None, **kwargs) -> FlowPathDistribution:
-        parts = None if (tensordict_out is not None or kwargs) else self._direct_parts()
-        if parts is None:
-            return super().get_dist(tensordict, tensordict_out, **kwargs)
-        params, inner, prob = parts
-        values = inner(*(tensordict.get(key) for key in params.in_keys))
-        for key, value in zip(params.out_keys, values if isinstance(values, tuple) else (values,)):
-            tensordict.set(key, value)
-        dist_kwargs = {
-            (dist_key[-1] if isinstance(dist_key, tuple) else dist_key): tensordict.get(td_key)
-            for dist_key, td_key in zip(prob.dist_keys, prob.in_keys)
-        }
-        return FlowPathDistribution(**dist_kwargs, **prob.distribution_kwargs)
 
 
 _VELOCITIES = {"transformer": TransformerVelocity, "gru": GatedVelocity, "mlp": MLPVelocity}

@@ -8,7 +8,7 @@ from torch import nn
 from torchrl.data import TensorSpec
 from torchrl.modules import MLP, ProbabilisticActor, TanhNormal
 
-from torchrl_sacflow.modules import make_flow_actor
+from torchrl_sacflow.modules import DirectProbabilisticActor, make_flow_actor
 from torchrl_sacflow.training.errors import ConfigError
 
 __all__ = ["POLICY_KINDS", "FLOW_VELOCITIES", "make_gaussian_actor", "make_policy", "check_policy_config"]
@@ -30,7 +30,9 @@ def make_gaussian_actor(
     """SAC's Tanh-Normal actor assembled from TorchRL parts (MLP → NormalParamExtractor → TanhNormal).
 
     The baseline the flow policies are compared against, in the same pipeline: its log-prob is
-    the usual change-of-variables density, and its target entropy is ``-|A|`` (``"auto"``).
+    the usual change-of-variables density, and its target entropy is ``-|A|`` (``"auto"``). Built
+    as a :class:`~torchrl_sacflow.modules.DirectProbabilisticActor` (a ``ProbabilisticActor`` whose
+    everyday calls skip TensorDict's generic plumbing), like the flow actors.
     """
     action_dim = int(action_spec.shape[-1])
     net = nn.Sequential(
@@ -43,7 +45,7 @@ def make_gaussian_actor(
         NormalParamExtractor(scale_mapping=scale_mapping, scale_lb=scale_lb),
     )
     module = TensorDictModule(net, in_keys=list(in_keys), out_keys=["loc", "scale"])
-    return ProbabilisticActor(
+    return DirectProbabilisticActor(
         module,
         in_keys=["loc", "scale"],
         spec=action_spec,
