@@ -153,17 +153,23 @@ def test_actor_evaluations_use_the_loss_parameters_when_the_module_diverges(velo
         torch.testing.assert_close(a, b)
 
 
-def test_target_value_matches_sacloss():
-    from torchrl.objectives import SACLoss
+@pytest.mark.parametrize("estimator", ["td0", "td1"])
+def test_target_value_matches_sacloss(estimator):
+    from torchrl.objectives import SACLoss, ValueEstimators
 
     torch.manual_seed(0)
     loss = _loss("gru")
+    if estimator == "td1":  # not SAC's default: takes the estimator's generic path
+        loss.make_value_estimator(ValueEstimators.TD1, gamma=0.9)
     td = _data()
+    td["next", "terminated"][::3] = True  # some targets without bootstrap
+    keys_before = set(td.keys(True, True))
     torch.manual_seed(5)
     ours = loss._compute_target_v2(td)
     torch.manual_seed(5)
     theirs = SACLoss._compute_target_v2(loss, td)
     torch.testing.assert_close(ours, theirs)
+    assert set(td.keys(True, True)) == keys_before  # the caller's batch is not written to
 
 
 def test_parameters_are_unique_and_exclude_targets():

@@ -15,6 +15,7 @@ from torchrl.envs.utils import ExplorationType, set_exploration_type
 from torchrl.modules import MLP
 from torchrl.objectives import SACLoss
 from torchrl.objectives.sac import compute_rsample_log_prob
+from torchrl.objectives.value import TD0Estimator
 
 from torchrl_sacflow.modules.flow_actor import FlowRollout
 from torchrl_sacflow.objectives._actor_binding import BoundActorParams
@@ -336,9 +337,14 @@ class SACFlowLoss(BoundActorParams, SACLoss):
             if next_q.shape[-next_log_prob.ndim :] != next_log_prob.shape:
                 next_log_prob = next_log_prob.unsqueeze(-1)
             next_value = (next_q - self._alpha * next_log_prob).min(0)[0]
+            estimator = self.value_estimator
+            if type(estimator) is TD0Estimator and not estimator.average_rewards:
+                # SAC's default estimator takes the bootstrap value as an argument: no copy of the
+                # batch, no step_mdp (it reads reward, terminated and steps_to_next_obs, writes nothing)
+                return estimator.value_estimate(tensordict, next_value=next_value).squeeze(-1)
             td_value = tensordict.clone(False)  # the estimator reads it; the caller's data stay as given
-            td_value.set(("next", self.value_estimator.tensor_keys.value), next_value)
-            return self.value_estimator.value_estimate(td_value).squeeze(-1)
+            td_value.set(("next", estimator.tensor_keys.value), next_value)
+            return estimator.value_estimate(td_value).squeeze(-1)
 
     def _path_grad_norms(self, loss_per_sample: Tensor, dist) -> Tensor:
         path = getattr(dist, "last_path", None)

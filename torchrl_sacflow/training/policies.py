@@ -6,9 +6,10 @@ from typing import Any, Mapping, Sequence
 from tensordict.nn import InteractionType, NormalParamExtractor, TensorDictModule
 from torch import nn
 from torchrl.data import TensorSpec
-from torchrl.modules import MLP, ProbabilisticActor, TanhNormal
+from torchrl.modules import MLP, ProbabilisticActor
 
 from torchrl_sacflow.modules import DirectProbabilisticActor, make_flow_actor
+from torchrl_sacflow.modules.tanh_normal import FusedTanhNormal
 from torchrl_sacflow.training.errors import ConfigError
 
 __all__ = ["POLICY_KINDS", "FLOW_VELOCITIES", "make_gaussian_actor", "make_policy", "check_policy_config"]
@@ -32,7 +33,9 @@ def make_gaussian_actor(
     The baseline the flow policies are compared against, in the same pipeline: its log-prob is
     the usual change-of-variables density, and its target entropy is ``-|A|`` (``"auto"``). Built
     as a :class:`~torchrl_sacflow.modules.DirectProbabilisticActor` (a ``ProbabilisticActor`` whose
-    everyday calls skip TensorDict's generic plumbing), like the flow actors.
+    everyday calls skip TensorDict's generic plumbing), like the flow actors, with TorchRL's
+    ``TanhNormal`` as :class:`~torchrl_sacflow.modules.tanh_normal.FusedTanhNormal` (the same
+    distribution, its draw-and-score call written out in one pass).
     """
     action_dim = int(action_spec.shape[-1])
     net = nn.Sequential(
@@ -49,7 +52,7 @@ def make_gaussian_actor(
         module,
         in_keys=["loc", "scale"],
         spec=action_spec,
-        distribution_class=TanhNormal,
+        distribution_class=FusedTanhNormal,
         distribution_kwargs={
             "low": action_spec.space.low,
             "high": action_spec.space.high,
