@@ -49,3 +49,20 @@ def test_unfused_configurations_use_the_parent():
     torch.testing.assert_close(a, b)
     torch.testing.assert_close(lp, lp2)
     assert FusedTanhNormal(loc, scale)._fusable()
+
+
+def test_safe_tanh_matches_torchrl_values_and_gradients_including_saturation():
+    from torchrl.modules.distributions.utils import safetanh_noeps
+
+    from torchrl_sacflow.modules.tanh_normal import safe_tanh
+
+    x = torch.cat([torch.linspace(-30, 30, 61), torch.randn(40)]).requires_grad_()
+    outs = []
+    for fn in (safe_tanh, safetanh_noeps):
+        y = fn(x)
+        (grad,) = torch.autograd.grad((y * torch.arange(101.0)).sum(), x)
+        outs.append((y.detach(), grad))
+    assert torch.equal(outs[0][0], outs[1][0]) and torch.equal(outs[0][1], outs[1][1])
+    assert outs[0][0].abs().max() < 1.0  # clamped: atanh stays finite
+    # under vmap it defers to TorchRL's function (which supports functorch transforms)
+    torch.testing.assert_close(torch.vmap(safe_tanh)(x.detach().view(1, -1))[0], outs[1][0])
