@@ -598,8 +598,8 @@ def parse_args(argv=None):
     p.add_argument("--compile-grid", choices=("main", "all"), default="main",
                    help="main: compiled rows only at the first batch size and first K (compiling takes "
                         "~20-40 s per side and row on 2 cores); all: every eager row also compiled")
-    p.add_argument("--pairs", type=int, default=30, help="timed (project, yardstick) update pairs per row")
-    p.add_argument("--compile-pairs", type=int, default=15, help="pairs per compiled row")
+    p.add_argument("--pairs", type=int, default=40, help="timed (project, yardstick) update pairs per row")
+    p.add_argument("--compile-pairs", type=int, default=40, help="pairs per compiled row")
     p.add_argument("--clock", choices=("auto", "cpu", "wall"), default="auto",
                    help="auto: thread CPU time when --threads 1 on CPU, else wall time")
     p.add_argument("--warmup", type=int, default=2, help="untimed updates before timing (>=3 when compiled)")

@@ -38,6 +38,24 @@ def test_fused_equals_torchrl_tanh_normal(bounds, method, sample_shape):
     assert ((action >= lo) & (action <= hi)).all()
 
 
+@pytest.mark.parametrize("method", ["rsample", "sample"])
+def test_fused_draws_equal_torchrl_draws(method):
+    results = []
+    for cls in (FusedTanhNormal, TanhNormal):
+        loc, scale = _params(1)
+        torch.manual_seed(4)
+        action = getattr(cls(loc, scale, low=-3.0, high=1.0), method)((2,))
+        if action.requires_grad:
+            action.pow(2).sum().backward()
+        results.append((action, loc.grad, scale.grad))
+    assert (results[0][0].requires_grad, results[1][0].requires_grad) == (method == "rsample",) * 2
+    for mine, theirs in zip(*results):
+        if theirs is None:
+            assert mine is None
+        else:
+            torch.testing.assert_close(mine, theirs, rtol=1e-6, atol=1e-6)
+
+
 def test_unfused_configurations_use_the_parent():
     loc, scale = _params()
     d = FusedTanhNormal(loc, scale, tanh_loc=True)

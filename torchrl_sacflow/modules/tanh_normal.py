@@ -9,9 +9,10 @@ element-wise ops; the machinery around them cost ~0.2 ms per call on CPU at batc
 Gaussian SAC update per call (``benchmarks/results/throughput_notes.md``).
 
 :class:`FusedTanhNormal` is that distribution (subclass; every other method inherited) with
-``rsample_and_log_prob``/``sample_and_log_prob`` computing the same expressions directly, in the
-same order, with TorchRL's safe tanh (re-declared so that calling it skips an argument-binding step). Configurations it does not cover (``tanh_loc``,
-``event_dims != 1``, an unsafe tanh) use the parent's methods.
+``rsample_and_log_prob``/``sample_and_log_prob`` (and ``rsample``/``sample``) computing the same
+expressions directly, in the same order, with TorchRL's safe tanh (re-declared so that calling it
+skips an argument-binding step). Configurations it does not cover (``tanh_loc``, ``event_dims != 1``,
+an unsafe tanh) use the parent's methods.
 """
 from __future__ import annotations
 
@@ -72,26 +73,34 @@ class FusedTanhNormal(TanhNormal):
         (torch.Size([4, 2]), torch.Size([4]))
     """
 
-    def _fused(self, sample_shape, reparameterize: bool):
+    def _draw(self, sample_shape, reparameterize: bool = True) -> tuple[torch.Tensor, torch.Tensor, object]:
+        """``(pre-tanh draw, action, affine part or None)``: what ``rsample``/``sample`` compute."""
         normal = self.root_dist
         loc, scale = normal.loc, normal.scale
-        eps = _standard_normal(self._extended_shape(sample_shape), dtype=loc.dtype, device=loc.device)
+        shape = self._extended_shape(sample_shape)
+        if reparameterize:  # Normal.rsample
+            pre = loc + _standard_normal(shape, dtype=loc.dtype, device=loc.device) * scale
+        else:  # Normal.sample
+            pre = torch.normal(loc.expand(shape), scale.expand(shape))
+        action = safe_tanh(pre)
+        parts = getattr(self.transforms[0], "parts", None)
+        affine = parts[1] if parts is not None else None
+        if affine is not None:
+            action = affine.loc + affine.scale * action
+        return pre, action, affine
+
+    def _fused(self, sample_shape, reparameterize: bool):
         if reparameterize:
-            pre = loc + eps * scale
+            pre, action, affine = self._draw(sample_shape)
         else:
             with torch.no_grad():
-                pre = loc + eps * scale
-        action = safe_tanh(pre)
-        # log N(pre; loc, scale) as torch's Normal.log_prob writes it, minus the tanh log-Jacobian
+                pre, action, affine = self._draw(sample_shape, reparameterize=False)
+        loc, scale = self.root_dist.loc, self.root_dist.scale
+        # log N(pre; loc, scale) as torch's Normal.log_prob writes it, minus the log-Jacobian of
+        # tanh (TanhTransform's expression) and of the affine map
         log_prob = (-((pre - loc) ** 2) / (2 * scale**2) - scale.log() - _HALF_LOG_2PI).sum(-1)
         log_det = 2.0 * (_LOG_2 - pre - F.softplus(-2.0 * pre))
-        if len(self.transforms[0].parts if hasattr(self.transforms[0], "parts") else ()) == 2:
-            affine = self.transforms[0].parts[1]
-            if reparameterize:
-                action = affine.loc + affine.scale * action
-            else:
-                with torch.no_grad():
-                    action = affine.loc + affine.scale * action
+        if affine is not None:
             log_det = log_det + affine.scale.abs().log()
         return action, log_prob - log_det.sum(-1)
 
@@ -112,3 +121,15 @@ class FusedTanhNormal(TanhNormal):
         if not self._fusable():
             return super().sample_and_log_prob(sample_shape)
         return self._fused(torch.Size(sample_shape), reparameterize=False)
+
+    # A collector's exploration step draws without scoring.
+    def rsample(self, sample_shape=()) -> torch.Tensor:
+        if not self._fusable():
+            return super().rsample(sample_shape)
+        return self._draw(torch.Size(sample_shape))[1]
+
+    def sample(self, sample_shape=()) -> torch.Tensor:
+        if not self._fusable():
+            return super().sample(sample_shape)
+        with torch.no_grad():
+            return self._draw(torch.Size(sample_shape), reparameterize=False)[1]
