@@ -8,9 +8,11 @@ collector well below a plain gymnasium loop. This script measures the candidate 
 time, each as an A/B in one process (interleaved A B B A ..., median), so the next optimisation
 starts from numbers rather than guesses:
 
-1. **Distribution**: the recipe's Gaussian SAC step with TorchRL's ``TanhNormal`` against the same
-   step with a minimal tanh-Gaussian distribution written here (same math: log-density from the
-   standardised draw, stable tanh Jacobian), critic and actor step separately (thread CPU time).
+1. **Distribution**: the recipe's Gaussian SAC step with TorchRL's ``TanhNormal``, with the recipe's
+   ``FusedTanhNormal`` and with a minimal tanh-Gaussian distribution written here (same math:
+   log-density from the standardised draw, stable tanh Jacobian), critic and actor step separately
+   (thread CPU time). 1b: one policy call at batch 1, the recipe's ``DirectProbabilisticActor``
+   against TorchRL's generic ``ProbabilisticActor.forward``.
 2. **Parameter swap**: ``SACLoss`` calls ``actor_network_params.to_module(actor)`` around every actor
    evaluation (twice per update); its cost per call for each policy.
 3. **Environment**: HalfCheetah-v4 steps/s (wall time, random actions) of raw gymnasium, TorchRL's
@@ -73,21 +75,60 @@ def _median_ms(values):
 
 
 def distribution_rows(pairs: int) -> list[str]:
+    from torchrl.modules import TanhNormal
+
     batches = throughput.make_batches(8, 512, "cpu")
     torch.manual_seed(0)
-    stock = throughput.ProjectStep("gaussian", 4, "cpu", "eager")
-    minimal = throughput.ProjectStep("gaussian", 4, "cpu", "eager")
-    minimal.update.loss_module.actor_network.module[1].distribution_class = MinimalTanhGaussian
+    steps = {}
+    for name, cls in (("stock", TanhNormal), ("fused", None), ("minimal", MinimalTanhGaussian)):
+        steps[name] = throughput.ProjectStep("gaussian", 4, "cpu", "eager")
+        if cls is not None:  # "fused": the recipe's own FusedTanhNormal
+            steps[name].update.loss_module.actor_network.module[1].distribution_class = cls
     for i in range(3):
-        stock(batches[i])
-        minimal(batches[i])
+        for step in steps.values():
+            step(batches[i])
     rows = []
     for name in ("critic_step", "actor_step"):
-        fa = lambda b, u=stock.update, n=name: getattr(u, n)(b[0])  # noqa: E731
-        fb = lambda b, u=minimal.update, n=name: getattr(u, n)(b[0])  # noqa: E731
-        ta, tb = throughput.time_interleaved(fa, fb, batches, pairs=pairs, device="cpu", clock=time.thread_time)
-        rows.append(f"| Gaussian `{name}`, batch 512 | {_median_ms(ta):.2f} | {_median_ms(tb):.2f} "
-                    f"| {_median_ms(ta) - _median_ms(tb):+.2f} |")
+        fns = {k: (lambda b, u=v.update, n=name: getattr(u, n)(b[0])) for k, v in steps.items()}
+        t_stock, t_fused = throughput.time_interleaved(fns["stock"], fns["fused"], batches, pairs=pairs,
+                                                       device="cpu", clock=time.thread_time)
+        t_fused2, t_min = throughput.time_interleaved(fns["fused"], fns["minimal"], batches, pairs=pairs,
+                                                      device="cpu", clock=time.thread_time)
+        a, b = _median_ms(t_stock), _median_ms(t_fused)
+        b2, c = _median_ms(t_fused2), _median_ms(t_min)
+        rows.append(f"| Gaussian `{name}`, batch 512 | {a:.2f} | {b:.2f} / {b2:.2f} | {c:.2f} "
+                    f"| {a - b:+.2f} | {b2 - c:+.2f} |")
+        print(rows[-1], flush=True)
+    return rows
+
+
+def policy_call_rows(calls: int, rounds: int = 15) -> list[str]:
+    """One exploration call of each policy at batch 1 (a collector's step): the recipe's actor
+    (``DirectProbabilisticActor``) against TorchRL's generic ``ProbabilisticActor.forward`` on the
+    same module, interleaved, thread CPU time."""
+    from tensordict import TensorDict
+    from torchrl.envs.utils import ExplorationType, set_exploration_type
+    from torchrl.modules import ProbabilisticActor
+
+    from torchrl_sacflow.training.policies import make_policy
+
+    rows = []
+    for policy in throughput.POLICIES:
+        actor = make_policy(throughput.recipe_config(policy, 4)["policy"], throughput._spec("cpu"), throughput.OBS_DIM)
+        td = TensorDict({"observation": torch.randn(1, throughput.OBS_DIM)}, [1])
+        fns = {"direct": actor, "generic": lambda t, a=actor: ProbabilisticActor.forward(a, t)}
+        times = {k: [] for k in fns}
+        with torch.no_grad(), set_exploration_type(ExplorationType.RANDOM):
+            for f in fns.values():
+                f(td.clone())
+            for r in range(rounds):
+                for k in (("direct", "generic") if r % 2 else ("generic", "direct")):
+                    t0 = time.thread_time()
+                    for _ in range(calls):
+                        fns[k](td.clone())
+                    times[k].append((time.thread_time() - t0) / calls)
+        d, g = (1e6 * statistics.median(times[k]) for k in ("direct", "generic"))
+        rows.append(f"| {policy} | {g:.0f} | {d:.0f} | {g / d:.2f} |")
         print(rows[-1], flush=True)
     return rows
 
@@ -179,6 +220,7 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     load = os.getloadavg() if hasattr(os, "getloadavg") else ("?",) * 3
     dist = distribution_rows(args.pairs)
+    calls = policy_call_rows(30)
     swap = swap_rows(200)
     env = env_rows(args.env_steps)
     wall = time.perf_counter() - t0
@@ -190,14 +232,24 @@ def main(argv=None) -> int:
         f"{os.cpu_count()} cores, load average at start {' / '.join(f'{x:.2f}' if isinstance(x, float) else x for x in load)}; "
         f"torch {torch.__version__}, 1 torch thread.",
         "",
-        "## 1. TorchRL's `TanhNormal` vs a minimal tanh-Gaussian, in the recipe's Gaussian step",
+        "## 1. TorchRL's `TanhNormal`, the recipe's `FusedTanhNormal` and a minimal tanh-Gaussian, in the Gaussian step",
         "",
         f"Same step, same networks; only the actor's `distribution_class` differs. Thread CPU time, median of "
-        f"{args.pairs} interleaved pairs.",
+        f"{args.pairs} interleaved pairs, two A/Bs (TanhNormal vs fused, fused vs minimal; the fused column "
+        "gives both medians).",
         "",
-        "| step | TanhNormal ms | minimal ms | difference ms |",
-        "|---|---|---|---|",
+        "| step | TanhNormal ms | FusedTanhNormal ms | minimal ms | TanhNormal − fused | fused − minimal |",
+        "|---|---|---|---|---|---|",
         *dist,
+        "",
+        "## 1b. One exploration call at batch 1 (a collector's step): `DirectProbabilisticActor` vs TorchRL's generic path",
+        "",
+        "The recipe's actor, calling itself (direct path) or `ProbabilisticActor.forward` on the same modules; "
+        "thread CPU time per call, median of 15 interleaved rounds of 30 calls, `no_grad`.",
+        "",
+        "| policy | generic µs | direct µs | generic / direct |",
+        "|---|---|---|---|",
+        *calls,
         "",
         "## 2. `actor_network_params.to_module(actor)`: SACLoss's parameter swap (twice per update)",
         "",
