@@ -274,6 +274,11 @@ def _quantile(values, q):
 
 
 def bench_update(policy, num_steps, batch_size, mode, args):
+    if mode == "compile":
+        # Each compiled row starts from an empty compiler cache: otherwise a second batch size makes
+        # dynamo recompile with a dynamic batch dimension, and past its recompile limit (8 graphs per
+        # function: the loss methods are shared by every row) it silently falls back to eager.
+        torch._dynamo.reset()
     batches = make_batches(8, batch_size, args.device, seed=batch_size)
     torch.manual_seed(0)
     t0 = time.perf_counter()
