@@ -64,7 +64,7 @@ def test_direct_forward_equals_the_generic_forward(kind, mode, return_log_prob):
 @pytest.mark.parametrize("kind", KINDS)
 def test_direct_get_dist_equals_the_generic_path_and_carries_gradients(kind):
     actor = _actor(kind)
-    td_direct, td_generic = _obs(), None
+    td_direct = _obs()
     td_generic = td_direct.clone()
     direct = actor.get_dist(td_direct)
     generic = ProbabilisticTensorDictSequential.get_dist(actor, td_generic)
@@ -77,8 +77,11 @@ def test_direct_get_dist_equals_the_generic_path_and_carries_gradients(kind):
     torch.testing.assert_close(lp1, lp2)
     _same_tds(td_direct, td_generic)
     (a1.sum() + lp1.sum()).backward()
-    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in actor.module[0].parameters()
-               if p.requires_grad and p.ndim > 1 and p.shape[0] > 1) or kind == "gru"
+    # every parameter is reached (Flow-G's zero-initialised gate head blocks the gate's hidden
+    # layers on the first step, so their gradient may be zero, but not missing)
+    grads = [p.grad for p in actor.parameters() if p.requires_grad]
+    assert grads and all(g is not None for g in grads)
+    assert sum(g.abs().sum() for g in grads) > 0
 
 
 def test_direct_forward_under_batch_shapes_and_no_grad():
@@ -110,8 +113,8 @@ def test_defers_to_the_generic_path_when_it_could_differ():
     torch.testing.assert_close(out["action"], torch.zeros(7, N_ACT))
 
     # keyword call (tensordict's dispatch) and an explicit tensordict_out
-    out = actor(observation=torch.randn(7, N_OBS))
-    assert out[0].shape == (7, N_ACT) if isinstance(out, tuple) else out["action"].shape == (7, N_ACT)
+    out = actor(observation=torch.randn(7, N_OBS))  # tensordict's dispatch returns the out_keys' tensors
+    assert isinstance(out, tuple) and [o.shape for o in out] == [(7, N_ACT)] * 3
     dest = TensorDict()
     res = actor(_obs(), tensordict_out=dest)
     assert res is dest and "action" in dest.keys()
