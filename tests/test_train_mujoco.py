@@ -81,6 +81,16 @@ def test_learning_curve_png_is_written(tmp_path):
     assert (tmp_path / "learning_curve.png").stat().st_size > 1000
 
 
+def test_same_seed_reproduces_the_run_and_another_seed_does_not(tmp_path):
+    runs = {}
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+        train(_cfg("gaussian", "collector.total_frames=200", f"seed={seed}"), tmp_path / name)
+        runs[name] = [read_csv_scalar(tmp_path / name, m)[1] for m in
+                      ("train/episode_return", "train/loss_qvalue", "eval/return_mean")]
+    assert runs["a"] == runs["b"]  # every logged value, exactly (the first episode included)
+    assert runs["a"] != runs["c"]
+
+
 def _component_state(run_dir, name):
     path = next((run_dir / "checkpoint" / "components").glob(f"*-{name}")) / "state.pt"
     return torch.load(path, weights_only=True)

@@ -78,4 +78,7 @@ def make_collector(
         )
     if seed is not None:
         collector.set_seed(int(seed))
+        # The collector reset its env(s) when it was built, before this seed: without a reset the
+        # first episode starts from an unseeded state and a run is not reproducible.
+        collector.reset()
     return collector
