@@ -406,3 +406,73 @@ def test_flow_matching_and_sac_losses_sharing_one_actor_stay_correct():
     assert not _skips_swap(fm)
     torch.manual_seed(1)
     torch.testing.assert_close(fm(td)["loss_flow_matching"].detach(), reference)
+
+
+def _gaussian_direct_actor():
+    from torchrl_sacflow.training.policies import make_gaussian_actor
+
+    return make_gaussian_actor(_spec(), N_OBS, num_cells=(32,))
+
+
+@pytest.mark.parametrize("policy", ["transformer", "gru", "gaussian"])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_critic_and_actor_losses_match_torchrl_sacloss(policy, weighted):
+    """The tensor-level critic evaluation gives SACLoss's values, td-errors and gradients."""
+    import copy
+
+    from torchrl.objectives import SACLoss
+
+    torch.manual_seed(0)
+    actor = _gaussian_direct_actor() if policy == "gaussian" else make_flow_actor(_spec(), N_OBS, velocity=policy)
+    qvalue = make_qvalue(N_OBS, N_ACT, num_cells=(32, 32))
+    kwargs = dict(num_qvalue_nets=2, loss_function="l2", alpha_init=0.3, target_entropy=0.0, delay_qvalue=True)
+    theirs = SACLoss(copy.deepcopy(actor), copy.deepcopy(qvalue), **kwargs)
+    ours = SACFlowLoss(actor, qvalue, **kwargs)
+    assert ours._ensemble is not None  # the tensor path is the one under test
+    ours.load_state_dict(theirs.state_dict(), strict=False)
+    with torch.no_grad():  # targets away from the online critics, so the target term matters
+        for p in ours.target_qvalue_network_params.values(True, True):
+            p.add_(0.1)
+        for p in theirs.target_qvalue_network_params.values(True, True):
+            p.add_(0.1)
+    td = _data()
+    td["next", "terminated"][::4] = True
+    if weighted:
+        td["priority_weight"] = torch.rand(BATCH)
+    results = []
+    for loss in (ours, theirs):
+        torch.manual_seed(7)
+        q_loss, q_meta = loss.qvalue_v2_loss(td.clone())
+        q_grads = torch.autograd.grad(q_loss, list(loss.qvalue_network_params.values(True, True)))
+        torch.manual_seed(8)
+        a_loss, a_meta = loss.actor_loss(td.clone())
+        a_params = [p for p in loss.actor_network_params.values(True, True) if p.requires_grad]
+        a_grads = torch.autograd.grad(a_loss, a_params)
+        results.append((q_loss, q_meta["td_error"], *q_grads, a_loss, a_meta["log_prob"], *a_grads))
+    # the TensorDict entry point SACLoss's generic paths call (e.g. skip_done_states) agrees too
+    td_q = td.select("observation", "action")
+    results[0] += (ours._vmap_qnetworkN0(td_q, ours.qvalue_network_params)["state_action_value"],)
+    results[1] += (theirs._vmap_qnetworkN0(td_q, theirs.qvalue_network_params)["state_action_value"],)
+    assert len(results[0]) == len(results[1])
+    for mine, ref in zip(*results):
+        torch.testing.assert_close(mine, ref, rtol=1e-5, atol=1e-6)
+    assert results[0][1].shape == (BATCH,)
+
+
+def test_critic_without_the_tensor_path_uses_sacloss_machinery():
+    """A critic the ensemble does not cover (a normalisation layer) keeps the vmapped TensorDict path."""
+
+    class Critic(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = nn.Sequential(nn.Linear(N_OBS + N_ACT, 16), nn.LayerNorm(16), nn.ReLU(), nn.Linear(16, 1))
+
+        def forward(self, obs, act):
+            return self.net(torch.cat([obs, act], -1))
+
+    qvalue = TensorDictModule(Critic(), in_keys=["observation", "action"], out_keys=["state_action_value"])
+    loss = SACFlowLoss(make_flow_actor(_spec(), N_OBS, velocity="mlp"), qvalue)
+    assert loss._ensemble is None
+    out = loss(_data())
+    out["loss_qvalue"].backward()
+    assert all(p.grad is not None for p in loss.qvalue_network_params.values(True, True))

@@ -84,3 +84,60 @@ def test_safe_tanh_matches_torchrl_values_and_gradients_including_saturation():
     assert outs[0][0].abs().max() < 1.0  # clamped: atanh stays finite
     # under vmap it defers to TorchRL's function (which supports functorch transforms)
     torch.testing.assert_close(torch.vmap(safe_tanh)(x.detach().view(1, -1))[0], outs[1][0])
+
+
+def _compare_with_torchrl(low, high, loc, scale, event_dims=None):
+    """Everything a user reads off the distribution equals TorchRL's for the same arguments."""
+    mine = FusedTanhNormal(loc, scale, low=low, high=high, event_dims=event_dims)
+    theirs = TanhNormal(loc, scale, low=low, high=high, event_dims=event_dims)
+    assert (mine.batch_shape, mine.event_shape) == (theirs.batch_shape, theirs.event_shape)
+    torch.testing.assert_close(mine.deterministic_sample, theirs.deterministic_sample)
+    value = theirs.sample()
+    torch.testing.assert_close(mine.log_prob(value), theirs.log_prob(value))
+    outs = []
+    for d in (mine, theirs):
+        torch.manual_seed(11)
+        outs.append(d.rsample_and_log_prob((2,)))
+    for a, b in zip(*outs):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+    return mine
+
+
+@pytest.mark.parametrize("event_dims", [None, 0])
+def test_repeated_construction_reuses_the_bound_state_and_equals_torchrl(event_dims):
+    low, high = torch.tensor([-1.0, -3.0, 0.0]), torch.tensor([1.0, 2.0, 4.0])
+    loc, scale = _params(2)
+    first = _compare_with_torchrl(low, high, loc, scale, event_dims)
+    second = _compare_with_torchrl(low, high, loc.detach() * 0.5, scale.detach(), event_dims)
+    assert second._t is first._t  # built once for these bounds
+    # another parameter shape with the same bounds
+    _compare_with_torchrl(low, high, loc[:2], scale[:2], event_dims)
+
+
+def test_bounds_changed_in_place_are_not_served_from_the_cache():
+    low, high = torch.tensor([-1.0, -1.0, -1.0]), torch.tensor([1.0, 1.0, 1.0])
+    loc, scale = _params(3)
+    first = _compare_with_torchrl(low, high, loc, scale)
+    high.mul_(3.0)
+    low.sub_(1.0)
+    second = _compare_with_torchrl(low, high, loc, scale)
+    assert second._t is not first._t
+    assert second.deterministic_sample.abs().max() > 1.0  # the new bounds are in use
+
+
+def test_invalid_bounds_and_parameters_still_raise_on_every_construction():
+    loc, scale = _params(4)
+    for _ in range(2):
+        with pytest.raises(RuntimeError, match="strictly greater"):
+            FusedTanhNormal(loc, scale, low=1.0, high=-1.0)
+    FusedTanhNormal(loc, scale, low=-1.0, high=1.0)  # cached from here on
+    previous = torch.distributions.Distribution._validate_args
+    torch.distributions.Distribution.set_default_validate_args(True)
+    try:
+        bad = loc.detach().clone()
+        bad[0, 0] = float("nan")
+        for cls in (TanhNormal, FusedTanhNormal):
+            with pytest.raises(ValueError):
+                cls(bad, scale, low=-1.0, high=1.0)
+    finally:
+        torch.distributions.Distribution.set_default_validate_args(previous)

@@ -8,13 +8,14 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from tensordict import TensorDict, TensorDictBase
-from tensordict.nn import TensorDictModule, dispatch
+from tensordict.nn import TensorDictModule, TensorDictParams, dispatch
 from tensordict.utils import NestedKey
 from torch import Tensor, nn
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 from torchrl.modules import MLP
 from torchrl.objectives import SACLoss
 from torchrl.objectives.sac import compute_rsample_log_prob
+from torchrl.objectives.utils import distance_loss
 from torchrl.objectives.value import TD0Estimator
 
 from torchrl_sacflow.modules.flow_actor import FlowRollout
@@ -77,31 +78,51 @@ class _MLPEnsemble:
         return True
 
     def __call__(self, tensordict: TensorDictBase, params: TensorDictBase) -> TensorDictBase:
-        if torch.compiler.is_compiling() and torch.is_grad_enabled():
-            weight = params.get(next(layer for layer in self.layers if not isinstance(layer, nn.Module))[0])
-            if not weight.requires_grad:
-                # Detached critics under autograd (the actor loss): run eagerly. The compiled
-                # backward would save each ReLU's mask as a bool tensor, and inductor's CPU code
-                # for that store measured ~20x slower than ATen's (2 ms per 512×256 mask).
-                return self._eager(tensordict, params)
-        return self._forward(tensordict, params)
-
-    @torch.compiler.disable
-    def _eager(self, tensordict: TensorDictBase, params: TensorDictBase) -> TensorDictBase:
-        return self._forward(tensordict, params)
-
-    def _forward(self, tensordict: TensorDictBase, params: TensorDictBase) -> TensorDictBase:
         inputs = [tensordict.get(key, None) for key in self.in_keys]
         if any(value is None for value in inputs):
             missing = [key for key, value in zip(self.in_keys, inputs) if value is None]
             raise KeyError(f"the critic's inputs {missing} are not in the tensordict")
+        out = self.q(inputs, params)
+        return TensorDict({self.out_key: out}, batch_size=out.shape[: 1 + tensordict.batch_dims])
+
+    def q(self, inputs: list[Tensor], params: TensorDictBase) -> Tensor:
+        """The ensemble's output ``[N, *batch, out]`` for the critic's inputs, in ``in_keys`` order."""
+        if torch.compiler.is_compiling() and torch.is_grad_enabled():
+            weight = self._leaf(params, next(layer for layer in self.layers if not isinstance(layer, nn.Module))[0])
+            if not weight.requires_grad:
+                # Detached critics under autograd (the actor loss): run eagerly. The compiled
+                # backward would save each ReLU's mask as a bool tensor, and inductor's CPU code
+                # for that store measured ~20x slower than ATen's (2 ms per 512×256 mask).
+                return self._eager(inputs, params)
+        return self._forward(inputs, params)
+
+    @staticmethod
+    def _leaf(params: TensorDictBase, key: tuple) -> Tensor:
+        # A TensorDictParams keeps its leaves in nn.Module's parameter/buffer tables under the
+        # dotted key (what optimizers and state_dict see): a dict lookup instead of ~10 µs of
+        # nested TensorDict get per tensor.
+        if type(params) is TensorDictParams:
+            name = ".".join(key)
+            leaf = params._parameters.get(name)
+            if leaf is None:
+                leaf = params._buffers.get(name)
+            if leaf is not None:
+                return leaf
+        return params.get(key)
+
+    @torch.compiler.disable
+    def _eager(self, inputs: list[Tensor], params: TensorDictBase) -> Tensor:
+        return self._forward(inputs, params)
+
+    def _forward(self, inputs: list[Tensor], params: TensorDictBase) -> Tensor:
         x = inputs[0] if len(inputs) == 1 else torch.cat(inputs, -1)
         n = params.batch_size[0]
         # unbind once per stacked tensor: its backward stacks the copies' gradients in one op
         # (indexing each copy would zero-fill and scatter a full-size gradient per copy)
         layers = [
             layer if isinstance(layer, nn.Module)
-            else (params.get(layer[0]).unbind(0), (None,) * n if layer[1] is None else params.get(layer[1]).unbind(0))
+            else (self._leaf(params, layer[0]).unbind(0),
+                  (None,) * n if layer[1] is None else self._leaf(params, layer[1]).unbind(0))
             for layer in self.layers
         ]
         inplace_relu = not torch.compiler.is_compiling()
@@ -118,8 +139,7 @@ class _MLPEnsemble:
                 else:
                     h = layer(h)
             outs.append(h)
-        out = torch.stack(outs)
-        return TensorDict({self.out_key: out}, batch_size=out.shape[: 1 + tensordict.batch_dims])
+        return torch.stack(outs)
 
 
 class SACFlowLoss(BoundActorParams, SACLoss):
@@ -242,9 +262,30 @@ class SACFlowLoss(BoundActorParams, SACLoss):
 
     def _make_vmap(self):
         super()._make_vmap()
-        # A plain MLP critic ensemble is evaluated without vmap (same math, less overhead).
+        # A plain MLP critic ensemble is evaluated without vmap (same math, less overhead), and
+        # the losses below pass it tensors instead of TensorDicts.
+        self._ensemble = None
         if _MLPEnsemble.supports(self.qvalue_network):
-            self._vmap_qnetworkN0 = _MLPEnsemble(self.qvalue_network)
+            self._ensemble = self._vmap_qnetworkN0 = _MLPEnsemble(self.qvalue_network)
+
+    def _q_tensors(self, tensordict: TensorDictBase, params: TensorDictBase, action: Tensor | None = None) -> Tensor:
+        """Q values ``[N, *batch]`` of the critic ensemble on ``tensordict``'s entries, with
+        ``action`` in place of the data's action when given; the TensorDict path otherwise."""
+        ensemble = self._ensemble
+        action_key = self.tensor_keys.action
+        if ensemble is None or (action is not None and action_key not in ensemble.in_keys):
+            td_q = tensordict.select(*self.qvalue_network.in_keys, strict=False)
+            if action is not None:
+                td_q.set(action_key, action)
+            return self._vmap_qnetworkN0(td_q, params).get(self.tensor_keys.state_action_value).squeeze(-1)
+        inputs = [
+            action if action is not None and key == action_key else tensordict.get(key, None)
+            for key in ensemble.in_keys
+        ]
+        if any(value is None for value in inputs):
+            missing = [key for key, value in zip(ensemble.in_keys, inputs) if value is None]
+            raise KeyError(f"the critic's inputs {missing} are not in the tensordict")
+        return ensemble.q(inputs, params).squeeze(-1)
 
     # -- β --------------------------------------------------------------------------------
     @property
@@ -294,10 +335,7 @@ class SACFlowLoss(BoundActorParams, SACLoss):
             dist = self.actor_network.get_dist(actor_td)
             a_reparm, log_prob = compute_rsample_log_prob(dist)
 
-        td_q = tensordict.select(*self.qvalue_network.in_keys, strict=False)
-        td_q.set(self.tensor_keys.action, a_reparm)
-        td_q = self._vmap_qnetworkN0(td_q, self._cached_detached_qvalue_params)
-        min_q = td_q.get(self.tensor_keys.state_action_value).min(0)[0].squeeze(-1)
+        min_q = self._q_tensors(tensordict, self._cached_detached_qvalue_params, a_reparm).min(0)[0]
         if log_prob.shape != min_q.shape:
             raise RuntimeError(f"Losses shape mismatch: {log_prob.shape} and {min_q.shape}")
         loss_actor = self._alpha * log_prob - min_q
@@ -329,11 +367,7 @@ class SACFlowLoss(BoundActorParams, SACLoss):
             with set_exploration_type(ExplorationType.RANDOM), self._actor_params():
                 dist = self.actor_network.get_dist(next_td.select(*self.actor_network.in_keys, strict=False))
                 next_action, next_log_prob = compute_rsample_log_prob(dist)
-            td_q = next_td.select(*self.qvalue_network.in_keys, strict=False)
-            td_q.set(self.tensor_keys.action, next_action)
-            next_q = self._vmap_qnetworkN0(td_q, self.target_qvalue_network_params).get(
-                self.tensor_keys.state_action_value
-            )
+            next_q = self._q_tensors(next_td, self.target_qvalue_network_params, next_action).unsqueeze(-1)
             if next_q.shape[-next_log_prob.ndim :] != next_log_prob.shape:
                 next_log_prob = next_log_prob.unsqueeze(-1)
             next_value = (next_q - self._alpha * next_log_prob).min(0)[0]
@@ -345,6 +379,20 @@ class SACFlowLoss(BoundActorParams, SACLoss):
             td_value = tensordict.clone(False)  # the estimator reads it; the caller's data stay as given
             td_value.set(("next", estimator.tensor_keys.value), next_value)
             return estimator.value_estimate(td_value).squeeze(-1)
+
+    def qvalue_v2_loss(self, tensordict: TensorDictBase) -> tuple[Tensor, dict[str, Tensor]]:
+        """Critic loss ``Σ_j d(Q_j(s, a), y)`` against the SAC v2 target, with ``td_error`` metadata.
+
+        :meth:`SACLoss.qvalue_v2_loss`'s value, with the critics evaluated on tensors
+        (:meth:`_q_tensors`) rather than on a selected copy of the batch.
+        """
+        weights = self._maybe_get_priority_weight(tensordict)
+        target_value = self._compute_target_v2(tensordict)
+        pred_val = self._q_tensors(tensordict, self.qvalue_network_params)
+        td_error = (pred_val - target_value).abs()
+        loss_qval = distance_loss(pred_val, target_value.expand_as(pred_val), loss_function=self.loss_function).sum(0)
+        loss_qval = self._reduce_loss(loss_qval, tensordict=tensordict, weights=weights)
+        return loss_qval, {"td_error": td_error.detach().max(0)[0]}
 
     def _path_grad_norms(self, loss_per_sample: Tensor, dist) -> Tensor:
         path = getattr(dist, "last_path", None)
