@@ -20,7 +20,7 @@ from torchrl_sacflow.modules import (
     make_qvalue,
     velocity_module,
 )
-from torchrl_sacflow.objectives import CrossQFlowLoss, FlowMatchingLoss, SACFlowLoss
+from torchrl_sacflow.objectives import CrossQFlowLoss, FlowMatchingLoss, FusedSoftUpdate, SACFlowLoss
 
 __version__ = "0.1.0"
 
@@ -41,4 +41,5 @@ __all__ = [
     "make_qvalue",
     "make_crossq_qvalue",
     "CrossQFlowLoss",
+    "FusedSoftUpdate",
 ]

@@ -17,11 +17,11 @@ from typing import Any, Callable, Mapping
 
 import torch
 from torchrl.modules import ProbabilisticActor
-from torchrl.objectives import LossModule, SoftUpdate
+from torchrl.objectives import LossModule
 from torchrl.objectives.utils import TargetNetUpdater
 
 from torchrl_sacflow.modules import make_qvalue
-from torchrl_sacflow.objectives import SACFlowLoss
+from torchrl_sacflow.objectives import FusedSoftUpdate, SACFlowLoss
 from torchrl_sacflow.training.errors import ConfigError
 
 __all__ = ["LossBundle", "CRITICS", "register_critic", "make_loss"]
@@ -104,7 +104,8 @@ def _sac_critic(
     target_entropy: float | str,
     device: str | torch.device,
 ) -> LossBundle:
-    """Twin MLP critics with a Polyak-averaged target copy (τ = 0.005) and :class:`SACFlowLoss`.
+    """Twin MLP critics with a Polyak-averaged target copy (τ = 0.005, :class:`FusedSoftUpdate`) and
+    :class:`SACFlowLoss`.
 
     The paper's τ = 1.0 belongs to its CrossQ critic (no target network); with plain MLP critics
     a soft target is what keeps the TD target stable.
@@ -120,5 +121,5 @@ def _sac_critic(
         delay_qvalue=True,
     )
     loss.make_value_estimator(gamma=gamma)
-    target_updater = SoftUpdate(loss, tau=float(cfg.get("tau", 0.005)))
+    target_updater = FusedSoftUpdate(loss, tau=float(cfg.get("tau", 0.005)))
     return LossBundle(loss, target_updater, policy_delay=int(cfg.get("policy_delay", 1)))

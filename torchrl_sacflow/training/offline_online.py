@@ -29,10 +29,9 @@ from torch import nn
 from torchrl.data import LazyTensorStorage, OfflineToOnlineReplayBuffer, ReplayBuffer
 from torchrl.envs import EnvBase
 from torchrl.envs.utils import ExplorationType, set_exploration_type
-from torchrl.objectives import SoftUpdate
 
 from torchrl_sacflow.modules import make_qvalue
-from torchrl_sacflow.objectives import FlowMatchingLoss, SACFlowLoss
+from torchrl_sacflow.objectives import FlowMatchingLoss, FusedSoftUpdate, SACFlowLoss
 from torchrl_sacflow.training.errors import ConfigError
 from torchrl_sacflow.training.loggers import csv_scalar_dir
 
@@ -263,7 +262,7 @@ def make_chunked_sac_flow_loss(
     fixed_alpha: bool = False,
     target_entropy: float = 0.0,
     proximity_coef: float = 0.0,
-) -> tuple[SACFlowLoss, SoftUpdate]:
+) -> tuple[SACFlowLoss, FusedSoftUpdate]:
     """SACFlowLoss with twin MLP critics on ``[s, a_{t:t+h}]`` and a γ^h critic target.
 
     A chunk transition's reward is already the discounted sum over its ``h`` steps, so the
@@ -275,7 +274,7 @@ def make_chunked_sac_flow_loss(
     loss = SACFlowLoss(actor, qvalue, num_qvalue_nets=num_qvalue_nets, alpha_init=alpha_init, fixed_alpha=fixed_alpha,
                        target_entropy=target_entropy, proximity_coef=proximity_coef, delay_qvalue=True)
     loss.make_value_estimator(gamma=gamma**action_chunk)
-    return loss, SoftUpdate(loss, tau=tau)
+    return loss, FusedSoftUpdate(loss, tau=tau)
 
 
 # -- evaluation --------------------------------------------------------------------------------
