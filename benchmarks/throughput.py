@@ -425,67 +425,93 @@ def check(policies, num_steps: int = 4, batch_size: int = 64, updates: int = 2, 
 # ---------------------------------------------------------------------------------------------
 # collection
 # ---------------------------------------------------------------------------------------------
-def bench_collect_project(policy, workers, args):
-    from torchrl.envs.utils import ExplorationType, set_exploration_type
+class ProjectCollection:
+    """The recipe's collector (``make_collector`` + ``make_env``), one ``batch()`` = one yielded batch."""
 
-    from torchrl_sacflow.training.collectors import make_collector
-    from torchrl_sacflow.training.envs import env_maker
-    from torchrl_sacflow.training.policies import make_policy
+    def __init__(self, policy, workers, args, rounds):
+        from torchrl_sacflow.training.collectors import make_collector
+        from torchrl_sacflow.training.envs import env_maker
+        from torchrl_sacflow.training.policies import make_policy
 
-    env_fn = env_maker(ENV_ID)
-    actor = make_policy(recipe_config(policy, 4)["policy"], _spec("cpu"), OBS_DIM)
-    fpb = args.frames_per_batch
-    total = fpb * (args.collect_batches + 1)
+        actor = make_policy(recipe_config(policy, 4)["policy"], _spec("cpu"), OBS_DIM)
+        fpb = args.frames_per_batch
+        self.collector = make_collector(env_maker(ENV_ID), actor, total_frames=fpb * (rounds + 1),
+                                        frames_per_batch=fpb, num_workers=workers, seed=0,
+                                        learner_threads=args.threads)
+        self.iterator = iter(self.collector)
+
+    def batch(self) -> int:
+        return next(self.iterator).numel()
+
+    def close(self):
+        self.collector.shutdown()
+
+
+class YardstickCollection:
+    """A plain gymnasium loop (1 env) / ``AsyncVectorEnv`` (n envs, one batched policy call per step)
+    with the yardstick's actor; one ``batch()`` = the same number of frames as the collector's."""
+
+    def __init__(self, policy, workers, args):
+        import gymnasium as gym
+
+        torch.manual_seed(0)
+        self.actor = yardstick.make_yardstick(policy, OBS_DIM, ACT_DIM, num_steps=4).actor
+        self.workers = workers
+        self.steps = args.frames_per_batch // workers
+        self.env = gym.make(ENV_ID) if workers == 1 else gym.vector.AsyncVectorEnv([lambda: gym.make(ENV_ID)] * workers)
+        self.obs, _ = self.env.reset(seed=0)
+
+    @torch.no_grad()
+    def batch(self) -> int:
+        single = self.workers == 1
+        for _ in range(self.steps):
+            s = torch.as_tensor(self.obs, dtype=torch.float32)
+            act, _ = self.actor.sample(s.unsqueeze(0) if single else s)
+            act = act.numpy()
+            self.obs, _, term, trunc, _ = self.env.step(act[0] if single else act)
+            if single and (term or trunc):
+                self.obs, _ = self.env.reset()
+            # (AsyncVectorEnv resets finished sub-envs by itself)
+        return self.steps * self.workers
+
+    def close(self):
+        self.env.close()
+
+
+def bench_collect(policy, workers, args):
+    """Frames/s of both sides, one batch at a time, interleaved (A B B A ...) after one warm-up batch
+    each; the ratio is the median over rounds of the two batches' speed ratio, so drifts of the
+    machine's speed cancel out as in the update rows. With one worker both sides run in this thread,
+    and the clock is its CPU time (``--threads 1``); with several, wall time."""
+    rounds = args.collect_batches
+    clock = time.thread_time if workers == 1 and args.threads == 1 and args.clock != "wall" else time.perf_counter
     t0 = time.perf_counter()
-    collector = make_collector(env_fn, actor, total_frames=total, frames_per_batch=fpb, num_workers=workers,
-                               seed=0, learner_threads=args.threads)
-    frames, t_start = 0, None
-    with set_exploration_type(ExplorationType.RANDOM):
-        for i, batch in enumerate(collector):
-            if i == 0:  # the first batch pays for starting workers and envs
-                startup = time.perf_counter() - t0
-                t_start = time.perf_counter()
-                continue
-            frames += batch.numel()
-    elapsed = time.perf_counter() - t_start
-    collector.shutdown()
-    torch.set_num_threads(args.threads)  # the multi-process collector may have changed it
-    return frames / elapsed, startup
-
-
-def bench_collect_yardstick(policy, workers, args):
-    import gymnasium as gym
-    import numpy as np
-
-    torch.manual_seed(0)
-    actor = yardstick.make_yardstick(policy, OBS_DIM, ACT_DIM, num_steps=4).actor
-    fpb, nb = args.frames_per_batch, args.collect_batches
+    proj = ProjectCollection(policy, workers, args, rounds)
+    proj.batch()  # the first batch pays for starting workers and envs
+    startup_p = time.perf_counter() - t0
     t0 = time.perf_counter()
-    if workers == 1:
-        env = gym.make(ENV_ID)
-    else:
-        env = gym.vector.AsyncVectorEnv([lambda: gym.make(ENV_ID)] * workers)
-    obs, _ = env.reset(seed=0)
-    frames, t_start = 0, None
-    steps_per_batch = fpb // workers
-    with torch.no_grad():
-        for b in range(nb + 1):
-            if b == 1:
-                t_start = time.perf_counter()
-                startup = t_start - t0
-            for _ in range(steps_per_batch):
-                s = torch.as_tensor(obs, dtype=torch.float32)
-                act, _ = actor.sample(s.unsqueeze(0) if workers == 1 else s)
-                act = act.numpy()
-                obs, _, term, trunc, _ = env.step(act[0] if workers == 1 else act)
-                if workers == 1 and (term or trunc):
-                    obs, _ = env.reset()
-                # AsyncVectorEnv resets finished sub-envs by itself
-                if b > 0:
-                    frames += workers
-    elapsed = time.perf_counter() - t_start
-    env.close()
-    return frames / elapsed, startup
+    yard = YardstickCollection(policy, workers, args)
+    yard.batch()
+    startup_y = time.perf_counter() - t0
+    rates_p, rates_y = [], []
+    try:
+        for r in range(rounds):
+            order = ((proj, rates_p), (yard, rates_y))
+            for side, rates in order if r % 2 == 0 else order[::-1]:
+                t = clock()
+                frames = side.batch()
+                rates.append(frames / (clock() - t))
+    finally:
+        proj.close()
+        yard.close()
+        torch.set_num_threads(args.threads)  # the multi-process collector may have changed it
+    ratios = [p / y for p, y in zip(rates_p, rates_y)]
+    return {
+        "policy": policy, "workers": workers, "clock": "cpu" if clock is time.thread_time else "wall",
+        "project": statistics.median(rates_p), "yardstick": statistics.median(rates_y),
+        "ratio": statistics.median(ratios), "ratio_q1": _quantile(ratios, 0.25), "ratio_q3": _quantile(ratios, 0.75),
+        "startup_project": startup_p, "startup_yardstick": startup_y,
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -543,12 +569,14 @@ def format_update_table(rows) -> list[str]:
 
 def format_collect_table(rows) -> list[str]:
     out = [
-        "| policy (K=4) | workers | TorchRL collector frames/s | plain gymnasium loop frames/s | ratio | startup s (collector / plain) |",
-        "|---|---|---|---|---|---|",
+        "| policy (K=4) | workers | clock | TorchRL collector frames/s | plain gymnasium loop frames/s | ratio (IQR) "
+        "| startup s (collector / plain) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         out.append(
-            f"| {r['policy']} | {r['workers']} | {r['project']:.0f} | {r['yardstick']:.0f} | **{r['ratio']:.2f}** "
+            f"| {r['policy']} | {r['workers']} | {r['clock']} | {r['project']:.0f} | {r['yardstick']:.0f} "
+            f"| **{r['ratio']:.2f}** ({r['ratio_q1']:.2f}–{r['ratio_q3']:.2f}) "
             f"| {r['startup_project']:.1f} / {r['startup_yardstick']:.1f} |"
         )
     return out
@@ -616,12 +644,13 @@ def parse_args(argv=None):
                    help="policies also measured with more than one worker (each MultiSyncCollector start "
                         "costs ~10-30 s of process spawning on 2 cores); 'all' for every policy")
     p.add_argument("--frames-per-batch", type=int, default=200)
-    p.add_argument("--collect-batches", type=int, default=4, help="timed batches after a warm-up batch")
+    p.add_argument("--collect-batches", type=int, default=8,
+                   help="timed batches per side after a warm-up batch (interleaved with the plain loop's)")
     p.add_argument("--out", default=None, help="markdown output (default benchmarks/results/throughput_<device>.md)")
     args = p.parse_args(argv)
     if args.quick:  # eager only, one worker: a minute or two
         args.policies, args.batch_sizes, args.num_steps, args.modes = "flow_t,gaussian", "256", "4", "eager"
-        args.pairs, args.workers, args.collect_batches = 6, "1", 2
+        args.pairs, args.workers, args.collect_batches = 6, "1", 4
         args.memory = False
     return args
 
@@ -676,10 +705,7 @@ def main(argv=None):
             for policy in policies:
                 if w > 1 and policy not in multi:
                     continue
-                fp, sp = bench_collect_project(policy, w, args)
-                fy, sy = bench_collect_yardstick(policy, w, args)
-                row = {"policy": policy, "workers": w, "project": fp, "yardstick": fy, "ratio": fp / fy,
-                       "startup_project": sp, "startup_yardstick": sy}
+                row = bench_collect(policy, w, args)
                 collect_rows.append(row)
                 print(format_collect_table([row])[-1], flush=True)
     wall = time.perf_counter() - t_start
@@ -714,15 +740,18 @@ def main(argv=None):
         lines += format_memory_table(memory_rows) + [""]
     if collect_rows:
         lines += [
-            f"## Collection ({ENV_ID}, policy in the loop, exploration noise on, frames/s of wall time)",
+            f"## Collection ({ENV_ID}, policy in the loop, exploration noise on)",
             "",
             f"TorchRL `Collector` (1 worker, in-process) / `MultiSyncCollector` (n single-threaded worker "
             f"processes) built by `torchrl_sacflow.training.make_collector` with the recipe's env "
             f"(`make_env`: `GymEnv` + `InitTracker`, `StepCounter`, `DoubleToFloat`, `RewardSum`), "
-            f"{args.frames_per_batch} frames per batch, {args.collect_batches} timed batches after one warm-up "
-            f"batch; next to a plain gymnasium loop (1 env) / `gymnasium.vector.AsyncVectorEnv` (n envs, "
-            f"one batched policy call per step) with the yardstick's actor. Wall-clock, so it moves with the "
-            f"machine's load.",
+            f"{args.frames_per_batch} frames per batch; next to a plain gymnasium loop (1 env) / "
+            f"`gymnasium.vector.AsyncVectorEnv` (n envs, one batched policy call per step) with the yardstick's "
+            f"actor, the same number of frames per batch. After one warm-up batch each, {args.collect_batches} "
+            f"batches per side, interleaved one batch at a time (A B B A ...); frames/s = median over batches, "
+            f"**ratio = median over rounds of project / plain speed**. Clock: with 1 worker both sides run "
+            f"in this thread and the clock is its CPU time (env stepping included; other processes do not "
+            f"inflate it), with 2 workers wall time.",
             "",
         ]
         lines += format_collect_table(collect_rows) + [""]

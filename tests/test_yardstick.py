@@ -37,3 +37,19 @@ def test_check_detects_a_different_computation():
     torch.manual_seed(1)
     q_yard = yard.sac.update(*batches[0][1])[0]
     assert (q_lib - q_yard).abs() > 1e-3
+
+
+def test_collection_row_times_both_sides_on_equal_batches():
+    """The collection row alternates equal-sized batches of the recipe's collector and the plain loop."""
+    args = throughput.parse_args(["--frames-per-batch", "16", "--collect-batches", "2"])
+    proj = throughput.ProjectCollection("gaussian", 1, args, rounds=1)
+    yard = throughput.YardstickCollection("gaussian", 1, args)
+    try:
+        assert [proj.batch(), proj.batch()] == [16, 16]
+        assert yard.batch() == 16
+    finally:
+        proj.close()
+        yard.close()
+    row = throughput.bench_collect("gaussian", 1, args)
+    assert row["clock"] == "cpu" and row["project"] > 0 and row["yardstick"] > 0
+    assert row["ratio_q1"] <= row["ratio"] <= row["ratio_q3"]
