@@ -75,7 +75,7 @@ class _Bounds:
         self.sources = sources  # the caller's low/high objects: keeps their ids from being reused
         self.low, self.high, self.upscale = dist.low, dist.high, dist.upscale
         self.non_trivial_max, self.non_trivial_min, self.t = dist.non_trivial_max, dist.non_trivial_min, dist._t
-        self.affine_logdet = {}  # action dim -> Σ log|scale| of the affine map (0-d tensor)
+        self.affine_logdet = {}  # action size -> Σ log|scale| of the affine map (0-d tensor)
         self.shapes = {}  # (parameter shape, event dims) -> (batch shape, event shape)
 
 
@@ -138,11 +138,11 @@ class FusedTanhNormal(TanhNormal):
         self.low, self.high = bounds.low, bounds.high
         self.non_trivial_max, self.non_trivial_min = bounds.non_trivial_max, bounds.non_trivial_min
         self._t = bounds.t
-        shape_key = (loc.shape, self._event_dims)
-        shapes = bounds.shapes.get(shape_key) if not tanh_loc and scale.shape == loc.shape else None
+        shape_key = (loc.shape, self._event_dims) if not tanh_loc and scale.shape == loc.shape else None
+        shapes = bounds.shapes.get(shape_key) if shape_key is not None else None
         if shapes is None:
             self.update(loc, scale)
-            if not tanh_loc and scale.shape == loc.shape and self._plain_base(loc.shape):
+            if shape_key is not None and self._plain_base(loc.shape):
                 bounds.shapes[shape_key] = (self.batch_shape, self.event_shape)
             return
         # ``update``'s base distribution, and TransformedDistribution's shapes from the cache (the
@@ -181,15 +181,19 @@ class FusedTanhNormal(TanhNormal):
             action = affine.loc + affine.scale * action
         return eps, pre, action, affine
 
-    def _affine_logdet(self, affine, event_size: int):
-        """``Σ log|scale|`` of the affine map over the last dimension (cached per bounds)."""
+    def _affine_logdet(self, affine, pre: torch.Tensor) -> torch.Tensor:
+        """``Σ log|scale|`` of the affine map over the action dimension; a constant per bounds and
+        action size (computed once) unless the bounds vary per sample."""
+        cache = self._bounds.affine_logdet if self._bounds is not None else None
+        size = pre.shape[-1]
+        if cache is not None and size in cache:
+            return cache[size]
         log_scale = affine.scale.abs().log()
-        if log_scale.ndim > 1:  # per-sample bounds: no constant to cache
-            return None
-        cache = self._bounds.affine_logdet if self._bounds is not None else {}
-        value = cache.get(event_size)
-        if value is None:
-            value = cache[event_size] = log_scale.expand(event_size).sum()
+        if log_scale.ndim > 1:  # per-sample bounds
+            return log_scale.expand_as(pre).sum(-1)
+        value = log_scale.expand(size).sum()
+        if cache is not None:
+            cache[size] = value
         return value
 
     def _fused(self, sample_shape, reparameterize: bool):
@@ -209,11 +213,7 @@ class FusedTanhNormal(TanhNormal):
         log_prob = quad - scale.log() - 2.0 * (_LOG_2 - pre - F.softplus(-2.0 * pre))
         log_prob = log_prob.sum(-1) - pre.shape[-1] * _HALF_LOG_2PI
         if affine is not None:
-            const = self._affine_logdet(affine, pre.shape[-1])
-            if const is None:
-                log_prob = log_prob - affine.scale.abs().log().expand_as(pre).sum(-1)
-            else:
-                log_prob = log_prob - const
+            log_prob = log_prob - self._affine_logdet(affine, pre)
         return action, log_prob
 
     def _fusable(self) -> bool:

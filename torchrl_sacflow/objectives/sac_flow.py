@@ -77,12 +77,18 @@ class _MLPEnsemble:
                 return False  # normalisation layers, noisy layers, ...
         return True
 
-    def __call__(self, tensordict: TensorDictBase, params: TensorDictBase) -> TensorDictBase:
-        inputs = [tensordict.get(key, None) for key in self.in_keys]
+    def inputs(self, tensordict: TensorDictBase, replace: dict | None = None) -> list[Tensor]:
+        """The critic's inputs read from ``tensordict`` in ``in_keys`` order (``replace`` maps keys
+        to tensors used instead of the data's)."""
+        replace = replace or {}
+        inputs = [replace[key] if key in replace else tensordict.get(key, None) for key in self.in_keys]
         if any(value is None for value in inputs):
             missing = [key for key, value in zip(self.in_keys, inputs) if value is None]
             raise KeyError(f"the critic's inputs {missing} are not in the tensordict")
-        out = self.q(inputs, params)
+        return inputs
+
+    def __call__(self, tensordict: TensorDictBase, params: TensorDictBase) -> TensorDictBase:
+        out = self.q(self.inputs(tensordict), params)
         return TensorDict({self.out_key: out}, batch_size=out.shape[: 1 + tensordict.batch_dims])
 
     def q(self, inputs: list[Tensor], params: TensorDictBase) -> Tensor:
@@ -278,13 +284,7 @@ class SACFlowLoss(BoundActorParams, SACLoss):
             if action is not None:
                 td_q.set(action_key, action)
             return self._vmap_qnetworkN0(td_q, params).get(self.tensor_keys.state_action_value).squeeze(-1)
-        inputs = [
-            action if action is not None and key == action_key else tensordict.get(key, None)
-            for key in ensemble.in_keys
-        ]
-        if any(value is None for value in inputs):
-            missing = [key for key, value in zip(ensemble.in_keys, inputs) if value is None]
-            raise KeyError(f"the critic's inputs {missing} are not in the tensordict")
+        inputs = ensemble.inputs(tensordict, None if action is None else {action_key: action})
         return ensemble.q(inputs, params).squeeze(-1)
 
     # -- β --------------------------------------------------------------------------------
