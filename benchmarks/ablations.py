@@ -1,0 +1,76 @@
+#!/usr/bin/env python
+"""Same-process A/B of one speed-up of the recipe's step: the step as built vs the step with that
+speed-up switched off, interleaved single updates (A B B A ...), thread CPU time, one thread.
+
+Usage: ``python benchmarks/ablations.py POLICY BATCH WHAT [PAIRS]`` with ``WHAT`` one of
+
+* ``tensor_critic``: B evaluates the critics through SACLoss's ``qvalue_v2_loss`` and TensorDict path;
+* ``softupdate``: B steps the targets with TorchRL's ``SoftUpdate`` instead of ``FusedSoftUpdate``;
+* ``tanh_cache``: B builds every ``FusedTanhNormal`` without its per-bounds constructor cache.
+
+Prints the median times and the median per-pair speed ratio (> 1: the speed-up helps) with its IQR.
+"""
+from __future__ import annotations
+
+import functools
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import throughput as T  # noqa: E402
+
+WHATS = ("tensor_critic", "softupdate", "tanh_cache")
+
+
+class _NoCache(dict):
+    def __setitem__(self, key, value):
+        pass
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) < 3 or argv[0] not in T.POLICIES or argv[2] not in WHATS:
+        print(__doc__.split("\n\n")[1].strip(), file=sys.stderr)
+        return 2
+    policy, batch, what = argv[0], int(argv[1]), argv[2]
+    pairs = int(argv[3]) if len(argv) > 3 else 60
+    from torchrl.objectives import SACLoss, SoftUpdate
+
+    import torchrl_sacflow.modules.tanh_normal as tanh_normal
+
+    torch.set_num_threads(1)
+    batches = T.make_batches(8, batch, "cpu", seed=batch)
+    torch.manual_seed(0)
+    a = T.ProjectStep(policy, 4, "cpu", "eager")
+    torch.manual_seed(0)
+    b = T.ProjectStep(policy, 4, "cpu", "eager")
+    step_b = b
+    if what == "tensor_critic":
+        b.loss_module._ensemble = None  # the actor loss and target take the TensorDict path
+        b.update._critic_loss = functools.partial(SACLoss.qvalue_v2_loss, b.loss_module)
+    elif what == "softupdate":
+        b.update.target_updater = SoftUpdate(b.loss_module, tau=0.005)
+    else:
+        def step_b(batch_pair):
+            saved, tanh_normal._BOUNDS_CACHE = tanh_normal._BOUNDS_CACHE, _NoCache()
+            try:
+                return b(batch_pair)
+            finally:
+                tanh_normal._BOUNDS_CACHE = saved
+    for i in range(4):
+        a(batches[i])
+        step_b(batches[i])
+    ta, tb = T.time_interleaved(a, step_b, batches, pairs=pairs, device="cpu", clock=time.thread_time)
+    ratios = sorted(y / x for x, y in zip(ta, tb))
+    print(f"{what} {policy} batch {batch}: with {statistics.median(ta) * 1e3:.2f} ms, without "
+          f"{statistics.median(tb) * 1e3:.2f} ms, speed ratio {statistics.median(ratios):.3f} "
+          f"(IQR {T._quantile(ratios, 0.25):.3f}-{T._quantile(ratios, 0.75):.3f}), {pairs} pairs")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
