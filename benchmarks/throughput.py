@@ -463,15 +463,24 @@ class YardstickCollection:
 
     @torch.no_grad()
     def batch(self) -> int:
-        single = self.workers == 1
-        for _ in range(self.steps):
-            s = torch.as_tensor(self.obs, dtype=torch.float32)
-            act, _ = self.actor.sample(s.unsqueeze(0) if single else s)
-            act = act.numpy()
-            self.obs, _, term, trunc, _ = self.env.step(act[0] if single else act)
+        # the transitions go into preallocated tensors, as a hand-written loop fills its replay
+        # buffer (the collector's batch holds them too): observation, action, reward, next
+        # observation, terminated, truncated
+        single, n = self.workers == 1, self.workers
+        obs_b, next_b = torch.empty(self.steps, n, OBS_DIM), torch.empty(self.steps, n, OBS_DIM)
+        act_b, rew_b = torch.empty(self.steps, n, ACT_DIM), torch.empty(self.steps, n)
+        term_b, trunc_b = torch.empty(self.steps, n, dtype=torch.bool), torch.empty(self.steps, n, dtype=torch.bool)
+        for t in range(self.steps):
+            s = torch.as_tensor(self.obs, dtype=torch.float32).reshape(n, OBS_DIM)
+            act, _ = self.actor.sample(s)
+            obs, rew, term, trunc, _ = self.env.step(act.numpy()[0] if single else act.numpy())
+            obs_b[t], act_b[t], next_b[t] = s, act, torch.as_tensor(obs, dtype=torch.float32).reshape(n, OBS_DIM)
+            rew_b[t], term_b[t], trunc_b[t] = torch.as_tensor(rew), torch.as_tensor(term), torch.as_tensor(trunc)
+            self.obs = obs
             if single and (term or trunc):
                 self.obs, _ = self.env.reset()
             # (AsyncVectorEnv resets finished sub-envs by itself)
+        self.last = (obs_b, act_b, rew_b, next_b, term_b, trunc_b)
         return self.steps * self.workers
 
     def close(self):

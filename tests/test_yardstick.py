@@ -47,6 +47,10 @@ def test_collection_row_times_both_sides_on_equal_batches():
     try:
         assert [proj.batch(), proj.batch()] == [16, 16]
         assert yard.batch() == 16
+        obs, act, rew, nxt, term, trunc = yard.last  # the plain loop keeps its transitions too
+        assert obs.shape == nxt.shape == (16, 1, throughput.OBS_DIM) and act.shape == (16, 1, throughput.ACT_DIM)
+        assert torch.equal(nxt[:-1], obs[1:]) and not (term | trunc).any()  # 16 steps: no episode end
+        assert rew.abs().sum() > 0 and act.abs().max() <= 1
     finally:
         proj.close()
         yard.close()

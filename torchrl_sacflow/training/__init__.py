@@ -18,7 +18,7 @@ from torchrl_sacflow.training.config import (
     config_fingerprint,
     validate_train_config,
 )
-from torchrl_sacflow.training.envs import action_dim, check_env_id, env_maker, make_env, observation_dim
+from torchrl_sacflow.training.envs import DirectGymEnv, action_dim, check_env_id, env_maker, make_env, observation_dim
 from torchrl_sacflow.training.errors import ConfigError, exit_on_config_error
 from torchrl_sacflow.training.evaluation import evaluate
 from torchrl_sacflow.training.loggers import (
@@ -46,6 +46,7 @@ from torchrl_sacflow.training.update import SACUpdate
 __all__ = [
     "SACUpdate",
     "make_env",
+    "DirectGymEnv",
     "env_maker",
     "check_env_id",
     "observation_dim",

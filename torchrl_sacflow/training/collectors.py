@@ -29,6 +29,7 @@ def make_collector(
     seed: int | None = None,
     device: str = "cpu",
     learner_threads: int | None = None,
+    track_traj_ids: bool = False,
 ) -> BaseCollector:
     """An off-policy collector that acts uniformly at random for its first ``init_random_frames``.
 
@@ -46,6 +47,10 @@ def make_collector(
         seed (int, optional): env seed (each worker gets its own offset of it).
         device (str): policy and storing device (the env itself steps on CPU).
         learner_threads (int, optional): torch threads the main process keeps while workers run.
+        track_traj_ids (bool): write ``("collector", "traj_ids")`` in every frame. Off by default
+            with one worker: SAC's uniform replay reads episode ends from the done flags, and the
+            ids cost ~10 % of a single-env collector's time (``_update_traj_ids`` each step).
+            TorchRL's ``MultiSyncCollector`` relies on them, so with several workers they are on.
 
     Call ``collector.update_policy_weights_()`` after each round of updates: a no-op in-process,
     a weight broadcast to the workers otherwise.
@@ -65,7 +70,7 @@ def make_collector(
         env_device="cpu",
     )
     if num_workers == 1:
-        collector = Collector(env_fn, policy, **common)
+        collector = Collector(env_fn, policy, track_traj_ids=bool(track_traj_ids), **common)
     else:
         collector = MultiSyncCollector(
             [env_fn] * num_workers,
