@@ -19,7 +19,6 @@ import json
 import math
 import random
 import time
-import warnings
 from pathlib import Path
 
 import hydra
@@ -64,10 +63,6 @@ from torchrl_sacflow.training.offline_online import (
     truncate_phase_logs,
 )
 from torchrl_sacflow.training.signals import INTERRUPTED_EXIT_CODE, StopOnSignal
-
-# The robosuite env has no InitTracker and the flow actor does not read "is_init"; TorchRL 0.14
-# warns about it anyway on every collector it builds.
-warnings.filterwarnings("ignore", message="The env passed to Collector is missing transforms")
 
 
 def train(cfg: DictConfig, run_dir: str | Path) -> dict:

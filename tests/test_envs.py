@@ -1,4 +1,6 @@
 """``DirectGymEnv``: the same data as TorchRL's ``GymEnv``, and the recipe's collector defaults."""
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -70,3 +72,21 @@ def test_recipe_collector_skips_trajectory_ids_unless_asked():
     batch = next(iter(tracked))
     tracked.shutdown()
     assert ("collector", "traj_ids") in batch.keys(True)
+
+
+def test_recipe_env_has_no_init_tracker_but_a_recurrent_policy_gets_one():
+    from tensordict.nn import TensorDictModule, TensorDictSequential
+    from torchrl.modules import LSTMModule
+
+    plain = make_collector(env_maker("Pendulum-v1"), None, total_frames=10, frames_per_batch=10, seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)  # TorchRL 0.14 warns when it would add one
+        batch = next(iter(plain))
+    plain.shutdown()
+    assert "is_init" not in batch.keys()
+    lstm = LSTMModule(input_size=3, hidden_size=8, in_key="observation", out_key="features")
+    policy = TensorDictSequential(lstm, TensorDictModule(torch.nn.Linear(8, 1), ["features"], ["action"]))
+    recurrent = make_collector(env_maker("Pendulum-v1"), policy, total_frames=10, frames_per_batch=10, seed=0)
+    batch = next(iter(recurrent))
+    recurrent.shutdown()
+    assert batch["is_init"][0].all() and not batch["is_init"][1:].any()

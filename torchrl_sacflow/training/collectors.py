@@ -6,6 +6,7 @@ from typing import Callable
 from torch import nn
 from torchrl.collectors import BaseCollector, Collector, MultiSyncCollector
 from torchrl.envs import EnvBase
+from torchrl.modules import get_primers_from_module
 
 from torchrl_sacflow.training.errors import ConfigError
 from torchrl_sacflow.training.signals import ignore_sigint
@@ -62,6 +63,10 @@ def make_collector(
             f"collector.frames_per_batch ({frames_per_batch}) must be >= collector.num_workers ({num_workers})"
         )
     common = dict(
+        # TorchRL adds InitTracker and the primers for a recurrent policy (what v0.15 will do by
+        # default); for the others it would append an InitTracker nothing reads
+        auto_register_policy_transforms=isinstance(policy, nn.Module)
+        and get_primers_from_module(policy, warn=False) is not None,
         frames_per_batch=int(frames_per_batch),
         total_frames=round_up_frames(total_frames, frames_per_batch),
         init_random_frames=int(init_random_frames),
