@@ -16,8 +16,9 @@ starts from numbers rather than guesses:
 2. **Parameter swap**: ``SACLoss`` calls ``actor_network_params.to_module(actor)`` around every actor
    evaluation (twice per update); its cost per call for each policy.
 3. **Environment**: HalfCheetah-v4 steps/s (wall time, random actions) of raw gymnasium, TorchRL's
-   ``GymEnv``, ``GymEnv`` + ``DoubleToFloat``, and the recipe's env (``make_env``: + ``InitTracker``,
-   ``StepCounter``, ``RewardSum``).
+   ``GymEnv``, ``GymEnv`` + ``DoubleToFloat``, the recipe's ``DirectGymEnv`` (same tensors, plain
+   ``torch`` step) and the recipe's env (``make_env``: ``DirectGymEnv`` + ``StepCounter``,
+   ``DoubleToFloat``, ``RewardSum``).
 """
 from __future__ import annotations
 
@@ -164,7 +165,7 @@ def env_rows(steps: int) -> list[str]:
     from torchrl.envs import Compose, DoubleToFloat, GymEnv, TransformedEnv
     from torchrl.envs.libs.gym import set_gym_backend
 
-    from torchrl_sacflow.training import make_env
+    from torchrl_sacflow.training import DirectGymEnv, make_env
 
     env_id = throughput.ENV_ID
     raw = gym.make(env_id)
@@ -181,6 +182,7 @@ def env_rows(steps: int) -> list[str]:
             "raw gymnasium": None,
             "TorchRL `GymEnv`": GymEnv(env_id),
             "`GymEnv` + `DoubleToFloat`": TransformedEnv(GymEnv(env_id), Compose(DoubleToFloat())),
+            "`DirectGymEnv`": DirectGymEnv(env_id),
             "recipe env (`make_env`)": make_env(env_id),
         }
     rates = {}
