@@ -6,7 +6,9 @@ Usage: ``python benchmarks/ablations.py POLICY BATCH WHAT [PAIRS]`` with ``WHAT`
 
 * ``tensor_critic``: B evaluates the critics through SACLoss's ``qvalue_v2_loss`` and TensorDict path;
 * ``softupdate``: B steps the targets with TorchRL's ``SoftUpdate`` instead of ``FusedSoftUpdate``;
-* ``tanh_cache``: B builds every ``FusedTanhNormal`` without its per-bounds constructor cache.
+* ``tanh_cache``: B builds every ``FusedTanhNormal`` without its per-bounds constructor cache;
+* ``split_actor``: both steps compiled; B compiles the whole actor loss as one function instead of
+  the draw and the loss around eager critics (``SACUpdate._split_actor_losses``).
 
 Prints the median times and the median per-pair speed ratio (> 1: the speed-up helps) with its IQR.
 """
@@ -23,7 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import throughput as T  # noqa: E402
 
-WHATS = ("tensor_critic", "softupdate", "tanh_cache")
+WHATS = ("tensor_critic", "softupdate", "tanh_cache", "split_actor")
 
 
 class _NoCache(dict):
@@ -44,12 +46,18 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(1)
     batches = T.make_batches(8, batch, "cpu", seed=batch)
+    mode = "compile" if what == "split_actor" else "eager"
     torch.manual_seed(0)
-    a = T.ProjectStep(policy, 4, "cpu", "eager")
+    a = T.ProjectStep(policy, 4, "cpu", mode)
     torch.manual_seed(0)
-    b = T.ProjectStep(policy, 4, "cpu", "eager")
+    b = T.ProjectStep(policy, 4, "cpu", mode)
     step_b = b
-    if what == "tensor_critic":
+    if what == "split_actor":
+        from torchrl_sacflow.training.update import compile_options
+
+        assert a.update.actor_losses == a.update._split_actor_losses
+        b.update.actor_losses = torch.compile(b.update._actor_losses, options=compile_options())
+    elif what == "tensor_critic":
         b.loss_module._ensemble = None  # the actor loss and target take the TensorDict path
         b.update._critic_loss = functools.partial(SACLoss.qvalue_v2_loss, b.loss_module)
     elif what == "softupdate":

@@ -340,3 +340,27 @@ def test_replay_buffer_survives_two_checkpoint_round_trips(tmp_path):
     assert len(c["rb"]) == 50
     assert torch.equal(c["rb"][:40]["observation"], a["rb"][:40]["observation"])
     assert torch.equal(c["rb"][40:]["observation"], _batch(10, seed=5)["observation"])
+
+
+@pytest.mark.parametrize("policy", ["gaussian", "flow_g"])
+def test_compiled_update_matches_eager_and_runs_the_critics_between_two_graphs(policy):
+    """``SACUpdate(compile=True)``: the actor's draw and loss compiled around eager critics, the
+    same losses and parameters as the eager step (same seed: compiled code draws with ATen's RNG)."""
+    torch._dynamo.reset()
+    results = []
+    for compile_ in (False, True):
+        _, bundle, optims, _ = _build(policy)
+        update = SACUpdate(bundle.loss_module, actor_optim=optims[0], critic_optim=optims[1],
+                           alpha_optim=optims[2], target_updater=bundle.target_updater, compile=compile_)
+        assert (update.actor_losses == update._split_actor_losses) is compile_
+        torch.manual_seed(1)
+        metrics = [update(_batch(seed=i)) for i in range(3)]
+        results.append((metrics, bundle.loss_module.actor_network_params.detach().clone(),
+                        bundle.loss_module.qvalue_network_params.detach().clone()))
+    (m_eager, actor_eager, critic_eager), (m_comp, actor_comp, critic_comp) = results
+    for a, b in zip(m_eager, m_comp):
+        for key in ("loss_qvalue", "loss_actor", "loss_alpha", "entropy"):
+            torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(actor_eager, actor_comp, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(critic_eager, critic_comp, rtol=1e-4, atol=1e-5)
+    torch._dynamo.reset()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -326,7 +327,15 @@ class SACFlowLoss(BoundActorParams, SACLoss):
         Returns the reduced loss and a metadata dict with the (detached) ``log_prob``, and
         ``proximity`` / ``path_grad_norm`` when those are on.
         """
-        weights = self._maybe_get_priority_weight(tensordict)
+        a_reparm, log_prob, dist = self._actor_draw(tensordict)
+        min_q = self._actor_min_q(tensordict, a_reparm)
+        return self._actor_objective(tensordict, a_reparm, log_prob, min_q, dist)
+
+    # The actor loss in three parts, so that a compiled training step can run the middle one (the
+    # detached critics, kept out of compiled graphs: see _MLPEnsemble.q) between two compiled
+    # regions instead of breaking a compiled actor_loss four frames deep (SACUpdate does).
+    def _actor_draw(self, tensordict: TensorDictBase) -> tuple[Tensor, Tensor, Any]:
+        """``(a_θ, log p(path_θ|s), distribution)``: one reparameterised draw of the actor."""
         with set_exploration_type(ExplorationType.RANDOM), self._actor_params(), _record_path(
             self._flow_rollout, self.log_path_grad_norms
         ):
@@ -334,8 +343,16 @@ class SACFlowLoss(BoundActorParams, SACLoss):
             actor_td = tensordict.select(*self.actor_network.in_keys, strict=False)
             dist = self.actor_network.get_dist(actor_td)
             a_reparm, log_prob = compute_rsample_log_prob(dist)
+        return a_reparm, log_prob, dist
 
-        min_q = self._q_tensors(tensordict, self._cached_detached_qvalue_params, a_reparm).min(0)[0]
+    def _actor_min_q(self, tensordict: TensorDictBase, action: Tensor) -> Tensor:
+        """``min_j Q_j(s, a)`` under the detached critic parameters."""
+        return self._q_tensors(tensordict, self._cached_detached_qvalue_params, action).min(0)[0]
+
+    def _actor_objective(self, tensordict: TensorDictBase, a_reparm: Tensor, log_prob: Tensor, min_q: Tensor,
+                         dist=None) -> tuple[Tensor, dict[str, Tensor]]:
+        """The reduced actor loss from the draw and its critic value (``dist`` for path grad norms)."""
+        weights = self._maybe_get_priority_weight(tensordict)
         if log_prob.shape != min_q.shape:
             raise RuntimeError(f"Losses shape mismatch: {log_prob.shape} and {min_q.shape}")
         loss_actor = self._alpha * log_prob - min_q

@@ -12,6 +12,8 @@ from tensordict import TensorDict, TensorDictBase
 from torchrl.objectives import LossModule
 from torchrl.objectives.utils import TargetNetUpdater
 
+from torchrl_sacflow.objectives.sac_flow import SACFlowLoss
+
 __all__ = ["SACUpdate", "compile_options"]
 
 
@@ -134,7 +136,37 @@ class SACUpdate:
         if compile:
             options = compile_options(compile if isinstance(compile, str) else None)
             self.critic_losses = torch.compile(self._critic_losses, options=options)
-            self.actor_losses = torch.compile(self._actor_losses, options=options)
+            if self._split_actor_loss():
+                # the actor's draw and the loss compiled, the detached critics between them eager
+                # (they run eagerly anyway: _MLPEnsemble.q); a compiled actor_loss would instead
+                # break at that call four frames deep and resume in four more compiled frames,
+                # each with its own guard checks
+                self._actor_draw_compiled = torch.compile(self._actor_draw, options=options)
+                self._actor_tail_compiled = torch.compile(self._actor_tail, options=options)
+                self.actor_losses = self._split_actor_losses
+            else:
+                self.actor_losses = torch.compile(self._actor_losses, options=options)
+
+    def _split_actor_loss(self) -> bool:
+        loss = self.loss_module
+        return isinstance(loss, SACFlowLoss) and type(loss).actor_loss is SACFlowLoss.actor_loss \
+            and getattr(loss, "_ensemble", None) is not None and not loss.log_path_grad_norms
+
+    def _actor_draw(self, batch: TensorDictBase) -> tuple[torch.Tensor, torch.Tensor]:
+        action, log_prob, _ = self.loss_module._actor_draw(batch)
+        return action, log_prob
+
+    def _actor_tail(self, batch: TensorDictBase, action: torch.Tensor, log_prob: torch.Tensor,
+                    min_q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        loss_actor, metadata = self.loss_module._actor_objective(batch, action, log_prob, min_q)
+        log_prob = metadata["log_prob"].detach()
+        loss_alpha = self.loss_module.alpha_loss(log_prob).mean()
+        return loss_actor.mean(), loss_alpha, log_prob
+
+    def _split_actor_losses(self, batch: TensorDictBase) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        action, log_prob = self._actor_draw_compiled(batch)
+        min_q = self.loss_module._actor_min_q(batch, action)
+        return self._actor_tail_compiled(batch, action, log_prob, min_q)
 
     def _critic_losses(self, batch: TensorDictBase) -> torch.Tensor:
         return self._critic_loss(batch)[0].mean()
