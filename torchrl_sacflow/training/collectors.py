@@ -36,7 +36,8 @@ def make_collector(
 
     Args:
         env_fn (callable): picklable env constructor (:func:`~torchrl_sacflow.training.env_maker`).
-        policy (nn.Module): the exploration policy (the actor, sampling with noise).
+        policy (nn.Module): the exploration policy (the actor, sampling with noise). A policy with
+            recurrent modules gets TorchRL's ``InitTracker`` and primers appended to the env.
 
     Keyword Args:
         total_frames (int): frames to deliver (rounded up to whole batches).
