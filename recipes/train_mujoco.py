@@ -130,7 +130,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
         env_maker(c["env"]["id"]), actor, total_frames=max(total_frames - progress["frames"], 1),
         frames_per_batch=col["frames_per_batch"], num_workers=col["num_workers"],
         init_random_frames=max(col["init_random_frames"] - progress["frames"], 0),
-        seed=c["seed"] + progress["frames"], device=device, learner_threads=threads)
+        seed=c["seed"] + progress["frames"], device=device, learner_threads=threads,
+        compile_policy=col["compile_policy"])
     updates_per_batch = max(1, int(col["frames_per_batch"] * opt["utd_ratio"]))
     grad_every = lg["log_path_grad_norms_every"] if c["policy"]["kind"] == "flow" else 0
     last_eval: dict = {}

@@ -170,6 +170,8 @@ BAD_INPUTS = {  # name: (overrides, expected message)
     "negative sigma": (["policy.noise_std=-0.1"], "policy.noise_std (σ) must be > 0"),
     "missing resume dir": (["resume={tmp}/nope"], "does not exist"),
     "other config": (["policy.num_steps=2", "resume={good}"], "another env/policy/critic config"),
+    "compile mode": (["optim.compile=fastest"], "optim.compile must be true, false or a torch.compile mode"),
+    "collector compile": (["collector.compile_policy=1"], "collector.compile_policy must be true, false or"),
 }
 
 

@@ -107,6 +107,22 @@ def _positive_int(value: Any, name: str, *, minimum: int = 1) -> None:
         raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
+def check_compile_setting(value: Any, name: str) -> None:
+    """``true``/``false`` or one of ``torch.compile``'s modes (``optim.compile``, ``collector.compile_policy``)."""
+    if isinstance(value, bool):
+        return
+    from torch._inductor import list_mode_options
+
+    modes = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+    if isinstance(value, str):
+        try:
+            list_mode_options(value)
+            return
+        except RuntimeError:
+            pass
+    raise ConfigError(f"{name} must be true, false or a torch.compile mode ({', '.join(modes)}), got {value!r}")
+
+
 def validate_train_config(cfg: Mapping[str, Any]) -> None:
     """Check a ``train_mujoco``-style config (plain dict, interpolations resolved)."""
     check_env_id(cfg["env"]["id"])
@@ -123,6 +139,8 @@ def validate_train_config(cfg: Mapping[str, Any]) -> None:
             f"collector.frames_per_batch ({col['frames_per_batch']}) must be a multiple of "
             f"collector.num_workers ({col['num_workers']})"
         )
+    check_compile_setting(col.get("compile_policy", False), "collector.compile_policy")
+    check_compile_setting(cfg["optim"].get("compile", False), "optim.compile")
     _positive_int(cfg["replay_buffer"]["size"], "replay_buffer.size")
     _positive_int(cfg["optim"]["batch_size"], "optim.batch_size")
     if not cfg["optim"]["utd_ratio"] > 0:
