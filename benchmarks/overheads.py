@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Where the rest of the gap to the hand-written yardstick lives: TorchRL parts, measured in isolation.
 
-    python benchmarks/overheads.py            # ~2 min; writes benchmarks/results/overheads_cpu.md
+    python benchmarks/overheads.py            # ~3 min; writes benchmarks/results/overheads_cpu.md
 
 ``throughput.py`` leaves the Gaussian baseline below the yardstick in eager mode and TorchRL's
 collector well below a plain gymnasium loop. This script measures the candidate causes one at a
@@ -19,6 +19,9 @@ starts from numbers rather than guesses:
    ``GymEnv``, ``GymEnv`` + ``DoubleToFloat``, the recipe's ``DirectGymEnv`` (same tensors, plain
    ``torch`` step) and the recipe's env (``make_env``: ``DirectGymEnv`` + ``StepCounter``,
    ``DoubleToFloat``, ``RewardSum``).
+4. **One collected frame**: the plain loop's frame against the recipe's actor + TorchRL's
+   ``EnvBase.step`` alone (the floor of any TorchRL-env collector), + the recipe's transforms, and
+   the recipe's ``Collector``, per policy.
 """
 from __future__ import annotations
 
@@ -212,10 +215,78 @@ def env_rows(steps: int) -> list[str]:
     return rows
 
 
+def frame_rows(frames: int, rounds: int) -> list[str]:
+    """One collected frame with the policy in the loop (HalfCheetah, 1 env, thread CPU time), built
+    up from its parts: the plain loop of ``throughput.py``; the recipe's actor on a TensorDict plus
+    ``DirectGymEnv.step`` (TorchRL's ``EnvBase.step``, no transforms, nothing stored: the least a
+    TorchRL env and a TensorDict policy can cost); the same with the recipe's env
+    (``make_env``: its three transforms, ``step_and_maybe_reset``); and the recipe's ``Collector``."""
+    from types import SimpleNamespace
+
+    from tensordict import TensorDict
+    from torchrl.envs.utils import ExplorationType, set_exploration_type
+
+    from torchrl_sacflow.training import DirectGymEnv, make_env
+    from torchrl_sacflow.training.policies import make_policy
+
+    args = SimpleNamespace(frames_per_batch=frames, threads=1)
+    rows = []
+    for policy in throughput.POLICIES:
+        actor = make_policy(throughput.recipe_config(policy, 4)["policy"], throughput._spec("cpu"), throughput.OBS_DIM)
+        direct = DirectGymEnv(throughput.ENV_ID, device="cpu")
+        recipe = make_env(throughput.ENV_ID)
+        state = {"direct": TensorDict({"observation": direct.reset()["observation"].float()}, []),
+                 "recipe": recipe.reset()}
+
+        @torch.no_grad()
+        def base_loop(actor=actor, env=direct, state=state):
+            td = state["direct"]
+            with set_exploration_type(ExplorationType.RANDOM):
+                for _ in range(frames):
+                    nxt = env.step(actor(td))["next"]
+                    if nxt["done"]:
+                        nxt = env.reset()
+                    # (float64 MuJoCo observation: the cast the plain loop does too)
+                    td = TensorDict({"observation": nxt["observation"].float()}, [])
+            state["direct"] = td
+            return frames
+
+        @torch.no_grad()
+        def recipe_loop(actor=actor, env=recipe, state=state):
+            td = state["recipe"]
+            with set_exploration_type(ExplorationType.RANDOM):
+                for _ in range(frames):
+                    td = env.step_and_maybe_reset(actor(td))[1]
+            state["recipe"] = td
+            return frames
+
+        collector = throughput.ProjectCollection(policy, 1, args, rounds + 1)
+        plain = throughput.YardstickCollection(policy, 1, args)
+        sides = {"plain": plain.batch, "base": base_loop, "recipe": recipe_loop, "collector": collector.batch}
+        times = {k: [] for k in sides}
+        for fn in sides.values():
+            fn()  # warm-up
+        for r in range(rounds):
+            for name, fn in (sides.items() if r % 2 == 0 else reversed(sides.items())):
+                t0 = time.thread_time()
+                n = fn()
+                times[name].append((time.thread_time() - t0) / n * 1e6)
+        collector.close()
+        plain.close()
+        us = {k: statistics.median(v) for k, v in times.items()}
+        ceiling = statistics.median(p / b for p, b in zip(times["plain"], times["base"]))
+        rows.append(f"| {policy} | {us['plain']:.0f} | {us['base']:.0f} | {us['recipe']:.0f} | {us['collector']:.0f} "
+                    f"| **{ceiling:.2f}** |")
+        print(rows[-1], flush=True)
+    return rows
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--pairs", type=int, default=40, help="interleaved pairs per distribution row")
     p.add_argument("--env-steps", type=int, default=2000, help="env steps per env row and round")
+    p.add_argument("--frames", type=int, default=200, help="frames per timed batch in section 4")
+    p.add_argument("--frame-rounds", type=int, default=8, help="interleaved rounds per policy in section 4")
     p.add_argument("--out", default=str(HERE / "results" / "overheads_cpu.md"))
     args = p.parse_args(argv)
     torch.set_num_threads(1)
@@ -225,6 +296,7 @@ def main(argv=None) -> int:
     calls = policy_call_rows(30)
     swap = swap_rows(200)
     env = env_rows(args.env_steps)
+    frames = frame_rows(args.frames, args.frame_rounds)
     wall = time.perf_counter() - t0
     command = "python " + " ".join([os.path.relpath(__file__)] + (sys.argv[1:] if argv is None else list(argv)))
     lines = [
@@ -264,6 +336,23 @@ def main(argv=None) -> int:
         "| env | steps/s | ms per step | relative to raw gymnasium |",
         "|---|---|---|---|",
         *env,
+        "",
+        "## 4. One collected frame, piece by piece (1 env, policy in the loop, exploration noise)",
+        "",
+        f"Thread CPU time per frame, median of {args.frame_rounds} interleaved rounds of {args.frames} frames "
+        "(A B C D D C B A ...). *plain loop*: `throughput.py`'s yardstick side (gymnasium env, the "
+        "yardstick's actor on a tensor, transitions stored). *actor + `DirectGymEnv.step`*: the recipe's "
+        "actor called on a TensorDict and TorchRL's `EnvBase.step` of `DirectGymEnv`, no transforms, "
+        "nothing stored. *+ recipe env*: the env of `make_env` (its three transforms) with "
+        "`step_and_maybe_reset`. *Collector*: `make_collector`'s batch, as in `throughput.py`. The last "
+        "column is the plain loop's speed over the second column's (median over rounds): the highest "
+        "one-worker collection ratio any collector built on a TorchRL env and a TensorDict policy "
+        "could show, whatever its transforms and loop cost.",
+        "",
+        "| policy (K=4) | plain loop µs | actor + `DirectGymEnv.step` µs | + recipe env µs | `Collector` µs "
+        "| ceiling of the collection ratio |",
+        "|---|---|---|---|---|---|",
+        *frames,
         "",
     ]
     text = "\n".join(lines)

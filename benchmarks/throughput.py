@@ -17,7 +17,7 @@ machine at the top. Rows:
 * **collect**: env frames/s of HalfCheetah-v4 with the policy in the loop (exploration mode),
   TorchRL ``Collector`` (1 worker) and ``MultiSyncCollector`` (``--workers``), next to a plain
   gymnasium loop (1 env) / ``AsyncVectorEnv`` (n envs, one batched policy call) with the
-  yardstick's actor.
+  yardstick's actor; eager, and with the policy call compiled on both sides (``--collect-modes``).
 
 ``--check`` verifies first that, for equal parameters and equal noise, the yardstick and the recipe's
 step compute the same three losses and leave the same parameters after one update.
@@ -428,7 +428,7 @@ def check(policies, num_steps: int = 4, batch_size: int = 64, updates: int = 2, 
 class ProjectCollection:
     """The recipe's collector (``make_collector`` + ``make_env``), one ``batch()`` = one yielded batch."""
 
-    def __init__(self, policy, workers, args, rounds):
+    def __init__(self, policy, workers, args, rounds, mode="eager"):
         from torchrl_sacflow.training.collectors import make_collector
         from torchrl_sacflow.training.envs import env_maker
         from torchrl_sacflow.training.policies import make_policy
@@ -437,7 +437,7 @@ class ProjectCollection:
         fpb = args.frames_per_batch
         self.collector = make_collector(env_maker(ENV_ID), actor, total_frames=fpb * (rounds + 1),
                                         frames_per_batch=fpb, num_workers=workers, seed=0,
-                                        learner_threads=args.threads)
+                                        learner_threads=args.threads, compile_policy=mode == "compile")
         self.iterator = iter(self.collector)
 
     def batch(self) -> int:
@@ -451,11 +451,16 @@ class YardstickCollection:
     """A plain gymnasium loop (1 env) / ``AsyncVectorEnv`` (n envs, one batched policy call per step)
     with the yardstick's actor; one ``batch()`` = the same number of frames as the collector's."""
 
-    def __init__(self, policy, workers, args):
+    def __init__(self, policy, workers, args, mode="eager"):
         import gymnasium as gym
+
+        from torchrl_sacflow.training.update import compile_options
 
         torch.manual_seed(0)
         self.actor = yardstick.make_yardstick(policy, OBS_DIM, ACT_DIM, num_steps=4).actor
+        # compiled as the recipe's collector compiles its policy (same options)
+        self.sample = torch.compile(self.actor.sample, options=compile_options()) if mode == "compile" \
+            else self.actor.sample
         self.workers = workers
         self.steps = args.frames_per_batch // workers
         self.env = gym.make(ENV_ID) if workers == 1 else gym.vector.AsyncVectorEnv([lambda: gym.make(ENV_ID)] * workers)
@@ -472,7 +477,7 @@ class YardstickCollection:
         term_b, trunc_b = torch.empty(self.steps, n, dtype=torch.bool), torch.empty(self.steps, n, dtype=torch.bool)
         for t in range(self.steps):
             s = torch.as_tensor(self.obs, dtype=torch.float32).reshape(n, OBS_DIM)
-            act, _ = self.actor.sample(s)
+            act, _ = self.sample(s)
             obs, rew, term, trunc, _ = self.env.step(act.numpy()[0] if single else act.numpy())
             obs_b[t], act_b[t], next_b[t] = s, act, torch.as_tensor(obs, dtype=torch.float32).reshape(n, OBS_DIM)
             rew_b[t], term_b[t], trunc_b[t] = torch.as_tensor(rew), torch.as_tensor(term), torch.as_tensor(trunc)
@@ -487,7 +492,7 @@ class YardstickCollection:
         self.env.close()
 
 
-def bench_collect(policy, workers, args):
+def bench_collect(policy, workers, args, mode="eager"):
     """Frames/s of both sides, one batch at a time, interleaved (A B B A ...) after one warm-up batch
     each; the ratio is the median over rounds of the two batches' speed ratio, so drifts of the
     machine's speed cancel out as in the update rows. With one worker both sides run in this thread,
@@ -495,11 +500,11 @@ def bench_collect(policy, workers, args):
     rounds = args.collect_batches
     clock = time.thread_time if workers == 1 and args.threads == 1 and args.clock != "wall" else time.perf_counter
     t0 = time.perf_counter()
-    proj = ProjectCollection(policy, workers, args, rounds)
-    proj.batch()  # the first batch pays for starting workers and envs
+    proj = ProjectCollection(policy, workers, args, rounds, mode)
+    proj.batch()  # the first batch pays for starting workers and envs (and compiling the policy)
     startup_p = time.perf_counter() - t0
     t0 = time.perf_counter()
-    yard = YardstickCollection(policy, workers, args)
+    yard = YardstickCollection(policy, workers, args, mode)
     yard.batch()
     startup_y = time.perf_counter() - t0
     rates_p, rates_y = [], []
@@ -516,7 +521,7 @@ def bench_collect(policy, workers, args):
         torch.set_num_threads(args.threads)  # the multi-process collector may have changed it
     ratios = [p / y for p, y in zip(rates_p, rates_y)]
     return {
-        "policy": policy, "workers": workers, "clock": "cpu" if clock is time.thread_time else "wall",
+        "policy": policy, "mode": mode, "workers": workers, "clock": "cpu" if clock is time.thread_time else "wall",
         "project": statistics.median(rates_p), "yardstick": statistics.median(rates_y),
         "ratio": statistics.median(ratios), "ratio_q1": _quantile(ratios, 0.25), "ratio_q3": _quantile(ratios, 0.75),
         "startup_project": startup_p, "startup_yardstick": startup_y,
@@ -578,13 +583,13 @@ def format_update_table(rows) -> list[str]:
 
 def format_collect_table(rows) -> list[str]:
     out = [
-        "| policy (K=4) | workers | clock | TorchRL collector frames/s | plain gymnasium loop frames/s | ratio (IQR) "
-        "| startup s (collector / plain) |",
-        "|---|---|---|---|---|---|---|",
+        "| policy (K=4) | policy call | workers | clock | TorchRL collector frames/s | plain gymnasium loop frames/s "
+        "| ratio (IQR) | startup s (collector / plain) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         out.append(
-            f"| {r['policy']} | {r['workers']} | {r['clock']} | {r['project']:.0f} | {r['yardstick']:.0f} "
+            f"| {r['policy']} | {r['mode']} | {r['workers']} | {r['clock']} | {r['project']:.0f} | {r['yardstick']:.0f} "
             f"| **{r['ratio']:.2f}** ({r['ratio_q1']:.2f}–{r['ratio_q3']:.2f}) "
             f"| {r['startup_project']:.1f} / {r['startup_yardstick']:.1f} |"
         )
@@ -652,6 +657,9 @@ def parse_args(argv=None):
     p.add_argument("--multi-worker-policies", default="flow_t,gaussian",
                    help="policies also measured with more than one worker (each MultiSyncCollector start "
                         "costs ~10-30 s of process spawning on 2 cores); 'all' for every policy")
+    p.add_argument("--collect-modes", default="eager,compile",
+                   help="policy call in the collection rows: eager, and compile (the collector's "
+                        "compile_policy vs the plain loop's torch.compile'd actor; 1 worker only)")
     p.add_argument("--frames-per-batch", type=int, default=200)
     p.add_argument("--collect-batches", type=int, default=8,
                    help="timed batches per side after a warm-up batch (interleaved with the plain loop's)")
@@ -659,7 +667,7 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if args.quick:  # eager only, one worker: a minute or two
         args.policies, args.batch_sizes, args.num_steps, args.modes = "flow_t,gaussian", "256", "4", "eager"
-        args.pairs, args.workers, args.collect_batches = 6, "1", 4
+        args.pairs, args.workers, args.collect_batches, args.collect_modes = 6, "1", 4, "eager"
         args.memory = False
     return args
 
@@ -710,13 +718,13 @@ def main(argv=None):
             print(format_memory_table([row])[-1], flush=True)
     collect_rows = []
     if args.collect and not args.device.startswith("cuda"):
-        for w in workers:
-            for policy in policies:
-                if w > 1 and policy not in multi:
-                    continue
-                row = bench_collect(policy, w, args)
-                collect_rows.append(row)
-                print(format_collect_table([row])[-1], flush=True)
+        collect_modes = [m for m in args.collect_modes.split(",") if m]
+        grid = [(p, w, m) for m in collect_modes for w in workers for p in policies
+                if (w == 1 or p in multi) and (m == "eager" or w == 1)]
+        for policy, w, mode in grid:
+            row = bench_collect(policy, w, args, mode)
+            collect_rows.append(row)
+            print(format_collect_table([row])[-1], flush=True)
     wall = time.perf_counter() - t_start
 
     lines = ["# SAC Flow throughput: the recipe's step vs a hand-written PyTorch yardstick", ""]
@@ -763,7 +771,10 @@ def main(argv=None):
             f"batches per side, interleaved one batch at a time (A B B A ...); frames/s = median over batches, "
             f"**ratio = median over rounds of project / plain speed**. Clock: with 1 worker both sides run "
             f"in this thread and the clock is its CPU time (env stepping included; other processes do not "
-            f"inflate it), with 2 workers wall time.",
+            f"inflate it), with 2 workers wall time. Policy call `compile`: the collector's `compile_policy` "
+            f"(`make_collector(compile_policy=True)`, i.e. `collector.compile_policy=true` in the recipe) "
+            f"against the plain loop with `torch.compile(actor.sample)`, same options "
+            f"(`training.update.compile_options`); startup includes the compilation.",
             "",
         ]
         lines += format_collect_table(collect_rows) + [""]

@@ -57,7 +57,7 @@ def make_collector(
             ids cost ~10 % of a single-env collector's time (``_update_traj_ids`` each step).
             TorchRL's ``MultiSyncCollector`` relies on them, so with several workers they are on.
         compile_policy (bool or str): ``torch.compile`` the policy in the collector (TorchRL's
-            ``compile_policy``, in each worker), with :func:`~torchrl_sacflow.training.compile_options`
+            ``compile_policy``, in each worker), with :func:`~torchrl_sacflow.training.update.compile_options`
             (a string is the compile mode), so a compiled policy draws the same noise as the eager
             one for a given seed. A flow policy's call at batch 1 is a few hundred small ops, and
             compiling it made HalfCheetah collection ~1.5x faster on a 2-core CPU; the Gaussian
