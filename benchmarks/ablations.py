@@ -9,6 +9,9 @@ Usage: ``python benchmarks/ablations.py POLICY BATCH WHAT [PAIRS]`` with ``WHAT`
 * ``tanh_cache``: B builds every ``FusedTanhNormal`` without its per-bounds constructor cache;
 * ``split_actor``: both steps compiled; B compiles the whole actor loss as one function instead of
   the draw and the loss around eager critics (``SACUpdate._split_actor_losses``).
+* ``compile_policy``: not the step but collection: A is the recipe's collector with
+  ``compile_policy=True``, B the same collector with the eager policy (HalfCheetah, 1 worker;
+  ``BATCH`` = frames per collected batch, ``PAIRS`` = interleaved batch pairs, default 12).
 
 Prints the median times and the median per-pair speed ratio (> 1: the speed-up helps) with its IQR.
 """
@@ -25,7 +28,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import throughput as T  # noqa: E402
 
-WHATS = ("tensor_critic", "softupdate", "tanh_cache", "split_actor")
+WHATS = ("tensor_critic", "softupdate", "tanh_cache", "split_actor", "compile_policy")
 
 
 class _NoCache(dict):
@@ -39,6 +42,8 @@ def main(argv=None) -> int:
         print(__doc__.split("\n\n")[1].strip(), file=sys.stderr)
         return 2
     policy, batch, what = argv[0], int(argv[1]), argv[2]
+    if what == "compile_policy":
+        return compile_policy_ab(policy, batch, int(argv[3]) if len(argv) > 3 else 12)
     pairs = int(argv[3]) if len(argv) > 3 else 60
     from torchrl.objectives import SACLoss, SoftUpdate
 
@@ -77,6 +82,36 @@ def main(argv=None) -> int:
     print(f"{what} {policy} batch {batch}: with {statistics.median(ta) * 1e3:.2f} ms, without "
           f"{statistics.median(tb) * 1e3:.2f} ms, speed ratio {statistics.median(ratios):.3f} "
           f"(IQR {T._quantile(ratios, 0.25):.3f}-{T._quantile(ratios, 0.75):.3f}), {pairs} pairs")
+    return 0
+
+
+def compile_policy_ab(policy: str, frames: int, pairs: int) -> int:
+    """Frames/s of the recipe's one-worker collector with and without ``compile_policy``."""
+    from types import SimpleNamespace
+
+    torch.set_num_threads(1)
+    args = SimpleNamespace(frames_per_batch=frames, threads=1)
+    torch.manual_seed(0)
+    a = T.ProjectCollection(policy, 1, args, pairs + 1, mode="compile")
+    torch.manual_seed(0)
+    b = T.ProjectCollection(policy, 1, args, pairs + 1, mode="eager")
+    t0 = time.perf_counter()
+    a.batch()  # compiles the policy (after TorchRL's warm-up calls)
+    compile_s = time.perf_counter() - t0
+    b.batch()
+    rates = {a: [], b: []}
+    for r in range(pairs):
+        for side in (a, b) if r % 2 == 0 else (b, a):
+            t = time.thread_time()
+            n = side.batch()
+            rates[side].append(n / (time.thread_time() - t))
+    a.close()
+    b.close()
+    ratios = sorted(x / y for x, y in zip(rates[a], rates[b]))
+    print(f"compile_policy {policy}, {frames} frames per batch: with {statistics.median(rates[a]):.0f} frames/s, "
+          f"without {statistics.median(rates[b]):.0f} frames/s, speed ratio {statistics.median(ratios):.3f} "
+          f"(IQR {T._quantile(ratios, 0.25):.3f}-{T._quantile(ratios, 0.75):.3f}), {pairs} pairs; first batch "
+          f"(with compilation) {compile_s:.1f} s")
     return 0
 
 

@@ -498,6 +498,10 @@ def bench_collect(policy, workers, args, mode="eager"):
     machine's speed cancel out as in the update rows. With one worker both sides run in this thread,
     and the clock is its CPU time (``--threads 1``); with several, wall time."""
     rounds = args.collect_batches
+    if mode == "compile":
+        # as for the compiled update rows: the actors of earlier rows share code objects with this
+        # one, and past dynamo's recompile limit it would run them uncompiled
+        torch._dynamo.reset()
     clock = time.thread_time if workers == 1 and args.threads == 1 and args.clock != "wall" else time.perf_counter
     t0 = time.perf_counter()
     proj = ProjectCollection(policy, workers, args, rounds, mode)

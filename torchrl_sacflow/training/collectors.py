@@ -60,9 +60,9 @@ def make_collector(
             ``compile_policy``, in each worker), with :func:`~torchrl_sacflow.training.update.compile_options`
             (a string is the compile mode), so a compiled policy draws the same noise as the eager
             one for a given seed. A flow policy's call at batch 1 is a few hundred small ops, and
-            compiling it made HalfCheetah collection ~1.5x faster on a 2-core CPU; the Gaussian
-            policy gains nothing (``benchmarks/results/throughput_notes.md``). Costs ~5-12 s of
-            compilation at the first policy call (per worker). Default ``False``.
+            compiling it made HalfCheetah collection 1.4-1.6x faster on a 2-core CPU; the Gaussian
+            policy was 8 % slower (``benchmarks/results/throughput_notes.md``, row 31). Costs
+            seconds of compilation at the third policy call (per worker). Default ``False``.
 
     Call ``collector.update_policy_weights_()`` after each round of updates: a no-op in-process,
     a weight broadcast to the workers otherwise.
