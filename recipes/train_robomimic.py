@@ -213,7 +213,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
         if progress["phase"] == "online" and progress["frames"] < total_frames and not stop.requested:
             collector = make_collector(env_fn, actor, total_frames=total_frames - progress["frames"],
                                        frames_per_batch=c["frames_per_batch"], seed=c["seed"] + progress["frames"],
-                                       device=device)
+                                       device=device, compile_policy=c["compile_policy"])
             pbar = bar(total_frames, progress["frames"], "online", "frame")
             t_ready = time.perf_counter()
             for data in collector:

@@ -169,6 +169,7 @@ def test_bad_input_exits_2_with_one_line(lift_file, tmp_path, overrides, message
         ("action_chunk=0", "action_chunk (h, actions per chunk) must be an integer >= 1"),
         ("offline_fraction=-0.1", "offline_fraction must be in [0, 1]"),
         ("velocity=lstm", "unknown velocity 'lstm'"),
+        ("compile_policy=fast", "compile_policy must be true, false or a torch.compile mode"),
         ("task=can", "records robosuite env 'Lift', not 'PickPlaceCan'"),
     ],
 )
