@@ -137,6 +137,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     last_eval: dict = {}
     pbar = tqdm.tqdm(total=total_frames, initial=progress["frames"], unit="frame", disable=not lg["progress_bar"],
                      dynamic_ncols=True)
+    last_train_return = math.nan
     with StopOnSignal() as stop:
         for data in collector if progress["frames"] < total_frames else ():
             data = data.reshape(-1)
@@ -171,7 +172,9 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
             metrics["time/wall_time_s"] = wall_before + elapsed
             log_metrics(logger, metrics, progress["frames"])
             pbar.update(data.numel())
-            pbar.set_postfix(train_return=metrics.get("train/episode_return", math.nan),
+            # the return of the last episode that ended (a batch may end none: long episodes)
+            last_train_return = metrics.get("train/episode_return", last_train_return)
+            pbar.set_postfix(train_return=last_train_return,
                              eval_return=last_eval.get("eval/return_mean", math.nan),
                              updates_per_s=metrics["time/updates_per_s"], refresh=False)
             if stop.requested:
