@@ -104,3 +104,13 @@ def test_recipe_collector_with_compiled_policy_collects_what_the_eager_one_does(
     for key in ["action", "action_log_prob", ("next", "observation"), ("next", "reward")]:
         torch.testing.assert_close(compiled[key], eager[key], rtol=1e-4, atol=1e-5)
     assert not torch.equal(eager["action"][5:10], eager["action"][10:15])  # the policy acts (no constant)
+
+
+def test_compile_policy_without_a_cpp_compiler_is_a_config_error(no_cpp_compiler):
+    from torchrl_sacflow.training import ConfigError, env_maker, make_collector
+
+    actor = _actor("mlp")
+    with pytest.raises(ConfigError, match="needs a C\\+\\+ compiler for torch.compile on CPU"):
+        make_collector(env_maker("Pendulum-v1"), actor, total_frames=10, frames_per_batch=10, compile_policy=True)
+    # not asked to compile: no compiler needed
+    make_collector(env_maker("Pendulum-v1"), actor, total_frames=10, frames_per_batch=10).shutdown()

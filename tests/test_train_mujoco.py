@@ -198,6 +198,13 @@ def test_bad_input_message(name, tmp_path, finished_run):
     assert BAD_INPUTS[name][1] in str(err.value) and "\n" not in str(err.value)
 
 
+def test_compile_without_a_cpp_compiler_fails_before_training(tmp_path, no_cpp_compiler):
+    with pytest.raises(ConfigError, match="optim.compile=true needs a C\\+\\+ compiler") as err:
+        train(_cfg("flow_t", "optim.compile=true"), tmp_path / "run")
+    assert "\n" not in str(err.value)
+    assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())  # nothing started
+
+
 def test_bad_inputs_exit_2_with_one_line_on_the_command_line(tmp_path, finished_run):
     """The CLI turns them into `train_mujoco: error: ...` on stderr and exit code 2, no traceback:
     a group choice (checked before hydra), a value and a resume mismatch (checked in train)."""

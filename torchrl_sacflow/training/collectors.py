@@ -73,7 +73,7 @@ def make_collector(
         raise ConfigError(
             f"collector.frames_per_batch ({frames_per_batch}) must be >= collector.num_workers ({num_workers})"
         )
-    check_compile_setting(compile_policy, "collector.compile_policy")
+    check_compile_setting(compile_policy, "collector.compile_policy", device)
     compiled = None
     if compile_policy and isinstance(policy, nn.Module):
         # warm-up 2: the first calls see the carrier before the policy has written its keys, and

@@ -11,13 +11,15 @@ import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+import torch
+
 from torchrl_sacflow.training.checkpoint import has_checkpoint, read_checkpoint_metadata
 from torchrl_sacflow.training.envs import check_env_id
 from torchrl_sacflow.training.errors import ConfigError
 from torchrl_sacflow.training.loggers import LOGGER_BACKENDS
 from torchrl_sacflow.training.losses import CRITICS
 from torchrl_sacflow.training.policies import check_policy_config
-from torchrl_sacflow.training.threads import resolve_num_threads
+from torchrl_sacflow.training.threads import resolve_device, resolve_num_threads
 
 __all__ = [
     "FINGERPRINT_GROUPS",
@@ -107,20 +109,36 @@ def _positive_int(value: Any, name: str, *, minimum: int = 1) -> None:
         raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
-def check_compile_setting(value: Any, name: str) -> None:
-    """``true``/``false`` or one of ``torch.compile``'s modes (``optim.compile``, ``collector.compile_policy``)."""
-    if isinstance(value, bool):
-        return
-    from torch._inductor import list_mode_options
+def check_compile_setting(value: Any, name: str, device: Any = None) -> None:
+    """``true``/``false`` or one of ``torch.compile``'s modes (``optim.compile``, ``collector.compile_policy``).
 
-    modes = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-    if isinstance(value, str):
+    With a CPU ``device`` and compilation asked for, also checks that inductor finds the C++
+    compiler it builds CPU kernels with: without one, ``torch.compile`` would fail deep inside
+    the first compiled call, minutes into a run.
+    """
+    if not isinstance(value, bool):
+        from torch._inductor import list_mode_options
+
+        modes = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
         try:
+            if not isinstance(value, str):
+                raise RuntimeError
             list_mode_options(value)
-            return
         except RuntimeError:
-            pass
-    raise ConfigError(f"{name} must be true, false or a torch.compile mode ({', '.join(modes)}), got {value!r}")
+            raise ConfigError(
+                f"{name} must be true, false or a torch.compile mode ({', '.join(modes)}), got {value!r}"
+            ) from None
+    if value and device is not None and torch.device(device).type == "cpu":
+        from torch._inductor import exc
+        from torch._inductor.cpp_builder import get_cpp_compiler
+
+        try:
+            get_cpp_compiler()
+        except exc.InvalidCxxCompiler:
+            raise ConfigError(
+                f"{name}={'true' if value is True else value} needs a C++ compiler for torch.compile on CPU "
+                f"and none was found (install g++, or point $CXX at one), or set {name}=false"
+            ) from None
 
 
 def validate_train_config(cfg: Mapping[str, Any]) -> None:
@@ -139,8 +157,9 @@ def validate_train_config(cfg: Mapping[str, Any]) -> None:
             f"collector.frames_per_batch ({col['frames_per_batch']}) must be a multiple of "
             f"collector.num_workers ({col['num_workers']})"
         )
-    check_compile_setting(col.get("compile_policy", False), "collector.compile_policy")
-    check_compile_setting(cfg["optim"].get("compile", False), "optim.compile")
+    device = resolve_device(cfg.get("device", "cpu"))
+    check_compile_setting(col.get("compile_policy", False), "collector.compile_policy", device)
+    check_compile_setting(cfg["optim"].get("compile", False), "optim.compile", device)
     _positive_int(cfg["replay_buffer"]["size"], "replay_buffer.size")
     _positive_int(cfg["optim"]["batch_size"], "optim.batch_size")
     if not cfg["optim"]["utd_ratio"] > 0:

@@ -35,6 +35,7 @@ from torchrl_sacflow.objectives import FlowMatchingLoss, FusedSoftUpdate, SACFlo
 from torchrl_sacflow.training.config import check_compile_setting
 from torchrl_sacflow.training.errors import ConfigError
 from torchrl_sacflow.training.loggers import csv_scalar_dir
+from torchrl_sacflow.training.threads import resolve_device
 
 __all__ = [
     "TRANSITION_KEYS",
@@ -366,7 +367,7 @@ def check_offline_online_config(cfg: Mapping[str, Any]) -> None:
         if _number(beta, key) < 0:
             raise ConfigError(f"beta.{key} (proximity coefficient) must be >= 0, got {beta[key]!r}")
     _int(beta["online_anneal_frames"], "beta.online_anneal_frames", 0)
-    check_compile_setting(cfg.get("compile_policy", False), "compile_policy")
+    check_compile_setting(cfg.get("compile_policy", False), "compile_policy", resolve_device(cfg.get("device", "cpu")))
     _int(cfg["eval"]["num_episodes"], "eval.num_episodes", 1)
     _int(cfg["eval"]["interval"], "eval.interval", 0)
     _int(cfg["checkpoint"]["interval"], "checkpoint.interval", 0)
