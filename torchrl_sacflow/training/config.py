@@ -119,15 +119,13 @@ def check_compile_setting(value: Any, name: str, device: Any = None) -> None:
     if not isinstance(value, bool):
         from torch._inductor import list_mode_options
 
-        modes = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
         try:
-            if not isinstance(value, str):
-                raise RuntimeError
-            list_mode_options(value)
-        except RuntimeError:
-            raise ConfigError(
-                f"{name} must be true, false or a torch.compile mode ({', '.join(modes)}), got {value!r}"
-            ) from None
+            valid = isinstance(value, str) and list_mode_options(value) is not None
+        except RuntimeError:  # inductor's "Unrecognized mode"
+            valid = False
+        if not valid:
+            modes = "default, reduce-overhead, max-autotune, max-autotune-no-cudagraphs"
+            raise ConfigError(f"{name} must be true, false or a torch.compile mode ({modes}), got {value!r}")
     if value and device is not None and torch.device(device).type == "cpu":
         from torch._inductor import exc
         from torch._inductor.cpp_builder import get_cpp_compiler

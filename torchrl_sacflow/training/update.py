@@ -158,10 +158,7 @@ class SACUpdate:
 
     def _actor_tail(self, batch: TensorDictBase, action: torch.Tensor, log_prob: torch.Tensor,
                     min_q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        loss_actor, metadata = self.loss_module._actor_objective(batch, action, log_prob, min_q)
-        log_prob = metadata["log_prob"].detach()
-        loss_alpha = self.loss_module.alpha_loss(log_prob).mean()
-        return loss_actor.mean(), loss_alpha, log_prob
+        return self._reduce_actor(*self.loss_module._actor_objective(batch, action, log_prob, min_q))
 
     def _split_actor_losses(self, batch: TensorDictBase) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         action, log_prob = self._actor_draw_compiled(batch)
@@ -172,7 +169,10 @@ class SACUpdate:
         return self._critic_loss(batch)[0].mean()
 
     def _actor_losses(self, batch: TensorDictBase) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        loss_actor, metadata = self.loss_module.actor_loss(batch)
+        return self._reduce_actor(*self.loss_module.actor_loss(batch))
+
+    def _reduce_actor(self, loss_actor: torch.Tensor, metadata: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(mean actor loss, α loss, detached log-prob)`` from the actor loss and its metadata."""
         log_prob = metadata["log_prob"].detach()
         loss_alpha = self.loss_module.alpha_loss(log_prob).mean()
         return loss_actor.mean(), loss_alpha, log_prob
