@@ -34,6 +34,7 @@ from torchrl_sacflow.training import (
     episode_metrics,
     evaluate,
     exit_on_config_error,
+    flow_diagnostics,
     load_checkpoint,
     log_metrics,
     make_checkpoint,
@@ -159,6 +160,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
                 session_updates += len(out)
                 if out:
                     metrics.update({f"train/{k}": v for k, v in torch.stack(out).mean().items()})
+                    metrics.update({f"train/{k}": v for k, v in flow_diagnostics(actor, batch).items()})
                 if grad_every and out and progress["updates"] // grad_every > (progress["updates"] - len(out)) // grad_every:
                     norms = losses.loss_module.path_grad_norms(batch)
                     metrics.update({f"train/path_grad_norm_step_{i}": g for i, g in enumerate(norms)})

@@ -17,3 +17,4 @@ from torchrl_sacflow.modules.velocity import (
     velocity_module,
 )
 from torchrl_sacflow.modules.critics import make_crossq_qvalue, make_qvalue
+from torchrl_sacflow.modules.actor_norm import ActorBatchRenorm, batch_statistics

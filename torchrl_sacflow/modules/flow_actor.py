@@ -53,6 +53,9 @@ __all__ = [
     "tanh_log_abs_det_jacobian",
 ]
 
+NOISE_SCALES = ("sqrt_dt", "dt")
+LOG_PROB_KINDS = ("path", "noise")
+SIGMA_HEADS = ("state", "velocity")
 _LOG_2PI = math.log(2 * math.pi)
 _LOG_2 = math.log(2.0)
 
@@ -132,6 +135,19 @@ class FlowRollout(nn.Module):
             the public reference code's uncorrected variant (``b = v``), kept only as a named
             ablation: its noisy rollout does not have the ODE's marginal.
         per_step_noise (bool): whether log σ comes as one value per step (``[..., K, d]``).
+        noise_scale (str): standard deviation of a step's noise: ``"sqrt_dt"`` (default, the
+            paper's SDE discretisation ``σ √Δt ε``) or ``"dt"`` (the released code, which adds
+            ``σ ε`` to the velocity: ``σ Δt ε`` per step). The drift correction uses the
+            diffusion the step actually has (``σ²`` resp. ``σ² Δt``).
+        log_prob (str): what the distribution returns as ``log π``: ``"path"`` (default, the exact
+            log-density of the path ``A_0..A_K`` plus the tanh/rescale Jacobian) or ``"noise"``
+            (the released code's ``Σ_i log N(ε_i; 0, I)`` over the base draw and the step
+            noises, plus the same Jacobian: no ``−log σ`` and no ``Δt`` normaliser, so it is not
+            a density of the action and barely depends on the parameters).
+
+    The σ of each step comes from the actor's parameter module (a state-only head or a fixed
+    value) unless the velocity has a ``log_std_head`` (``TransformerVelocity(log_std_head=True)``),
+    in which case each step's σ is read from the velocity network with its velocity.
 
     Attributes:
         num_steps (int): K; settable on a built actor (e.g. evaluate with more steps).
@@ -153,12 +169,23 @@ class FlowRollout(nn.Module):
         action_high: torch.Tensor | float = 1.0,
         drift_correction: bool = True,
         per_step_noise: bool = False,
+        noise_scale: str = "sqrt_dt",
+        log_prob: str = "path",
     ):
         super().__init__()
+        if noise_scale not in NOISE_SCALES:
+            raise ValueError(f"noise_scale must be one of {NOISE_SCALES}, got {noise_scale!r}")
+        if log_prob not in LOG_PROB_KINDS:
+            raise ValueError(f"log_prob must be one of {LOG_PROB_KINDS}, got {log_prob!r}")
         self.velocity = velocity
         self.action_dim = int(action_dim)
         self.drift_correction = bool(drift_correction)
         self.per_step_noise = bool(per_step_noise)
+        self.noise_scale = noise_scale
+        self.log_prob_kind = log_prob
+        self.velocity_log_std = getattr(velocity, "log_std_head", None) is not None
+        # log σ of every step of the latest rollout (detached), for diagnostics
+        self.last_log_std: list[torch.Tensor] = []
         self._train_num_steps = int(num_steps)
         self.num_steps = num_steps
         self.noise_std = None
@@ -243,20 +270,33 @@ class FlowRollout(nn.Module):
         instead of re-deriving the drift's factors at every step.
         """
         K = len(times)
-        sqrt_dt = math.sqrt(dt)
+        step_std = self._step_std(dt)
         if self.per_step_noise:  # log σ: [..., K, d]
-            scales = (log_std.exp() * sqrt_dt).unbind(-2)
+            scales = (log_std.exp() * step_std).unbind(-2)
         else:
-            scales = (log_std.exp() * sqrt_dt,) * K
+            scales = (log_std.exp() * step_std,) * K
         if not self.drift_correction:
             return [(None, None, scale) for scale in scales]
-        half_var = (2.0 * log_std).exp() * 0.5
+        half_var = (2.0 * log_std).exp() * (0.5 * step_std**2 / dt)
         t = torch.tensor(times, dtype=log_std.dtype, device=log_std.device).unsqueeze(-1)  # [K, 1]
         if not self.per_step_noise:
             half_var = half_var.unsqueeze(-2)  # [..., 1, d]
         coef_a = (half_var * (-dt / (1.0 - t))).add_(1.0).unbind(-2)
         coef_v = (half_var * (dt * t / (1.0 - t))).add_(dt).unbind(-2)
         return list(zip(coef_a, coef_v, scales))
+
+    def _step_std(self, dt: float) -> float:
+        """A step's noise std per unit σ: ``√Δt`` (SDE) or ``Δt`` (noise on the velocity)."""
+        return math.sqrt(dt) if self.noise_scale == "sqrt_dt" else dt
+
+    def _inline_coefficients(self, log_std: torch.Tensor, t: float, dt: float):
+        """``(c_A, c_v, scale)`` of one step whose σ is known only at that step."""
+        step_std = self._step_std(dt)
+        scale = log_std.exp() * step_std
+        if not self.drift_correction:
+            return None, None, scale
+        half_var = (2.0 * log_std).exp() * (0.5 * step_std**2 / dt)
+        return (half_var * (-dt / (1.0 - t))).add_(1.0), (half_var * (dt * t / (1.0 - t))).add_(dt), scale
 
     def squash(self, pre_tanh: torch.Tensor) -> torch.Tensor:
         return self.action_loc + self.action_scale * torch.tanh(pre_tanh)
@@ -277,7 +317,9 @@ class FlowRollout(nn.Module):
         noise-free ODE and its log-density under the same transition kernel is returned.
 
         The log-density is accumulated as ``−½ Σ_i ‖ε_i‖² − Σ_i Σ_j log(σ_ij √Δt) − ½ (K+1) d log 2π``
-        over the base draw ``ε_0 = A_0`` and the K step noises, then the tanh/rescale Jacobians.
+        over the base draw ``ε_0 = A_0`` and the K step noises, then the tanh/rescale Jacobians
+        (``Δt`` in place of ``√Δt`` with ``noise_scale="dt"``; without the ``log σ`` and step-size
+        terms with ``log_prob="noise"``).
         """
         log_std = self.resolve_log_std(log_std)
         K = self._num_steps
@@ -296,9 +338,21 @@ class FlowRollout(nn.Module):
         noises = [a]  # standardised Gaussian draws: A_0, then one per step
         times = [i * dt for i in range(K)]
         context = self._encode(observation, times)
-        coefs = self._step_coefficients(log_std, times, dt)
-        for t, (coef_a, coef_v, scale) in zip(times, coefs):
-            v = self._velocity(a, context, t)
+        step_log_stds = []
+        if self.velocity_log_std:
+            coefs = [None] * K
+        else:
+            coefs = self._step_coefficients(log_std, times, dt)
+            step_log_stds = list(log_std.unbind(-2)) if self.per_step_noise else [log_std] * K
+        for i, (t, coef) in enumerate(zip(times, coefs)):
+            if coef is None:  # σ_i comes with the velocity
+                v, step_log_std = self.velocity.step_with_log_std(a, context, t)
+                step_log_std = self.resolve_log_std(step_log_std)
+                step_log_stds.append(step_log_std)
+                coef_a, coef_v, scale = self._inline_coefficients(step_log_std, t, dt)
+            else:
+                v = self._velocity(a, context, t)
+                coef_a, coef_v, scale = coef
             if coef_a is None:
                 mean = torch.add(a, v, alpha=dt)
             else:
@@ -312,8 +366,17 @@ class FlowRollout(nn.Module):
             noises.append(z)
             a = a_next
             path.append(a)
-        sum_log_std = log_std.sum((-2, -1)) if self.per_step_noise else K * log_std.sum(-1)
-        log_norm = sum_log_std + K * d * 0.5 * math.log(dt) + (K + 1) * d * 0.5 * _LOG_2PI
+        if not torch.compiler.is_compiling():
+            self.last_log_std = [ls.detach() for ls in step_log_stds]
+        log_norm = (K + 1) * d * 0.5 * _LOG_2PI
+        if self.log_prob_kind == "path":
+            if self.velocity_log_std:
+                sum_log_std = torch.stack(step_log_stds).sum((0, -1))
+            elif self.per_step_noise:
+                sum_log_std = log_std.sum((-2, -1))
+            else:
+                sum_log_std = K * log_std.sum(-1)
+            log_norm = log_norm + sum_log_std + K * d * math.log(self._step_std(dt))
         sq_noise = torch.stack(noises).pow(2).sum((0, -1)) if len(noises) > 1 else a.pow(2).sum(-1)
         log_prob = -0.5 * sq_noise - log_norm
         log_prob = log_prob - tanh_log_abs_det_jacobian(a) - self.action_scale.log().sum()
@@ -421,7 +484,7 @@ class FlowStateModule(nn.Module):
     ):
         super().__init__()
         self.concat_only = concat_only
-        if log_std_head is None and noise_std is None:
+        if log_std_head is None and noise_std is None and not rollout.velocity_log_std:
             raise ValueError("give either a log-std head or a fixed noise_std")
         self.rollout = rollout
         self.log_std_head = log_std_head
@@ -431,9 +494,9 @@ class FlowStateModule(nn.Module):
         obs = observations[0] if len(observations) == 1 else torch.cat(observations, dim=-1)
         if self.log_std_head is not None:
             log_std = self.log_std_head(obs)
-        else:
+        else:  # a fixed σ, or a placeholder when the velocity gives σ at each step
             shape = (*obs.shape[:-1], self.rollout.action_dim)
-            log_std = obs.new_full(shape, self.fixed_log_std)
+            log_std = obs.new_full(shape, 0.0 if self.fixed_log_std is None else self.fixed_log_std)
         if self.concat_only:
             return log_std
         return obs, log_std
@@ -469,6 +532,9 @@ def make_flow_actor(
     per_step_noise: bool = False,
     drift_correction: bool = True,
     return_log_prob: bool = True,
+    sigma_head: str = "state",
+    noise_scale: str = "sqrt_dt",
+    log_prob: str = "path",
 ) -> ProbabilisticActor:
     """Build a SAC Flow policy as a TorchRL :class:`~torchrl.modules.ProbabilisticActor`.
 
@@ -490,6 +556,19 @@ def make_flow_actor(
         per_step_noise (bool): one learned σ per Euler step instead of one shared σ.
         drift_correction (bool): see :class:`FlowRollout`. Default ``True``.
         return_log_prob (bool): write the path log-density next to the action. Default ``True``.
+        sigma_head (str): where a learned σ comes from: ``"state"`` (default, :class:`StateLogStd`
+            on the observation, once per rollout) or ``"velocity"`` (the released code: a head on
+            the Flow-T decoder's output, one σ per step depending on ``s``, ``A_i`` and ``t_i``;
+            ``log_std_kwargs["log_std_bounds"]`` sets its range). ``"velocity"`` needs
+            ``velocity="transformer"`` and a learned σ.
+        noise_scale (str): ``"sqrt_dt"`` (default) or ``"dt"`` (released code); see :class:`FlowRollout`.
+        log_prob (str): ``"path"`` (default, exact path log-density) or ``"noise"`` (released
+            code's noise-only log-probability, not a density of the action); see :class:`FlowRollout`.
+
+    Raises:
+        TypeError: for a non-``Bounded`` action spec or a velocity of the wrong type.
+        ValueError: for an unknown velocity/option name, K < 1, σ <= 0, or ``sigma_head="velocity"``
+            with a fixed σ or a velocity without a per-step σ head.
 
     Returns:
         A ``ProbabilisticActor`` writing ``out_key`` and (``return_log_prob``) its log-prob. Under
@@ -518,6 +597,10 @@ def make_flow_actor(
         raise ValueError(f"num_steps (K) must be an integer >= 1, got {num_steps!r}")
     if noise_std is not None and not noise_std > 0:
         raise ValueError(f"noise_std (σ) must be > 0 or None (learned), got {noise_std!r}")
+    if sigma_head not in SIGMA_HEADS:
+        raise ValueError(f"sigma_head must be one of {SIGMA_HEADS}, got {sigma_head!r}")
+    if sigma_head == "velocity" and noise_std is not None:
+        raise ValueError("sigma_head='velocity' learns σ; it cannot be combined with a fixed noise_std")
     action_dim = int(action_spec.shape[-1])
     if isinstance(velocity, str):
         name = _VELOCITY_ALIASES.get(velocity.lower(), velocity.lower())
@@ -525,7 +608,17 @@ def make_flow_actor(
             raise ValueError(
                 f"unknown velocity {velocity!r}: expected one of {sorted(_VELOCITIES)} or an nn.Module"
             )
-        velocity = _VELOCITIES[name](action_dim, observation_dim, **(velocity_kwargs or {}))
+        kwargs = dict(velocity_kwargs or {})
+        if name == "transformer" and kwargs.get("input_norm"):
+            kwargs.setdefault("num_steps", num_steps)
+        if sigma_head == "velocity":
+            if name != "transformer":
+                raise ValueError("sigma_head='velocity' needs velocity='transformer' (Flow-T's decoder output)")
+            kwargs["log_std_head"] = True
+            bounds = (log_std_kwargs or {}).get("log_std_bounds")
+            if bounds is not None:
+                kwargs["log_std_bounds"] = tuple(bounds)
+        velocity = _VELOCITIES[name](action_dim, observation_dim, **kwargs)
     elif not isinstance(velocity, nn.Module):
         raise TypeError(f"velocity must be a name or an nn.Module, got {type(velocity).__name__}")
     low = action_spec.space.low.reshape(-1, action_dim)[0]
@@ -538,9 +631,13 @@ def make_flow_actor(
         action_high=high,
         drift_correction=drift_correction,
         per_step_noise=per_step_noise and noise_std is None,
+        noise_scale=noise_scale,
+        log_prob=log_prob,
     )
+    if sigma_head == "velocity" and not rollout.velocity_log_std:
+        raise ValueError("sigma_head='velocity' needs a velocity with a log_std_head")
     head = None
-    if noise_std is None:
+    if noise_std is None and not rollout.velocity_log_std:
         head = StateLogStd(
             observation_dim,
             action_dim,

@@ -318,27 +318,44 @@ class _DecoderBlock(nn.Module):
     rollout. Query/key projections exist only when the state has several tokens.
     """
 
-    def __init__(self, d_model: int, num_heads: int, ffn_dim: int, num_state_tokens: int):
+    def __init__(
+        self,
+        d_model: int,
+        num_heads: int,
+        ffn_dim: int,
+        num_state_tokens: int,
+        *,
+        norm_layout: str = "pre_layernorm",
+        ffn_activation: type[nn.Module] = nn.SiLU,
+    ):
         super().__init__()
         if d_model % num_heads:
             raise ValueError(f"d_model={d_model} must be divisible by num_heads={num_heads}")
         self.num_heads = num_heads
         self.num_state_tokens = num_state_tokens
-        self.norm_self = nn.LayerNorm(d_model)
+        self.post_norm = norm_layout == "post_batchrenorm"
+        if self.post_norm:  # the released code's layout: x ← BRN(x + sublayer(x)), no norm on the state
+            from torchrl_sacflow.modules.actor_norm import ActorBatchRenorm
+
+            self.norm_self, self.norm_cross = ActorBatchRenorm(d_model), ActorBatchRenorm(d_model)
+            self.norm_ffn = ActorBatchRenorm(d_model)
+            self.norm_query = self.norm_context = None
+        else:
+            self.norm_self = nn.LayerNorm(d_model)
+            self.norm_query = nn.LayerNorm(d_model) if num_state_tokens > 1 else None
+            self.norm_context = nn.LayerNorm(d_model)
+            self.norm_ffn = nn.LayerNorm(d_model)
         self.self_value = nn.Linear(d_model, d_model)
         self.self_out = nn.Linear(d_model, d_model)
-        self.norm_query = nn.LayerNorm(d_model) if num_state_tokens > 1 else None
-        self.norm_context = nn.LayerNorm(d_model)
         self.cross_query = nn.Linear(d_model, d_model) if num_state_tokens > 1 else None
         self.cross_key = nn.Linear(d_model, d_model) if num_state_tokens > 1 else None
         self.cross_value = nn.Linear(d_model, d_model)
         self.cross_out = nn.Linear(d_model, d_model)
-        self.norm_ffn = nn.LayerNorm(d_model)
-        self.ffn = nn.Sequential(nn.Linear(d_model, ffn_dim), nn.SiLU(), nn.Linear(ffn_dim, d_model))
+        self.ffn = nn.Sequential(nn.Linear(d_model, ffn_dim), ffn_activation(), nn.Linear(ffn_dim, d_model))
 
     def encode_state(self, state_tokens: torch.Tensor) -> torch.Tensor:
         """Per-rollout cross-attention context: the attended output (1 token) or K/V (several)."""
-        ctx = self.norm_context(state_tokens)
+        ctx = state_tokens if self.norm_context is None else self.norm_context(state_tokens)
         if self.num_state_tokens == 1:
             return self.cross_out(self.cross_value(ctx[..., 0, :]))
         return torch.stack([self.cross_key(ctx), self.cross_value(ctx)], dim=0)
@@ -347,7 +364,7 @@ class _DecoderBlock(nn.Module):
         if self.num_state_tokens == 1:
             return context
         keys, values = context[0], context[1]
-        query = self.cross_query(self.norm_query(y))
+        query = self.cross_query(y if self.norm_query is None else self.norm_query(y))
         h = self.num_heads
         q = query.unflatten(-1, (h, -1)).unsqueeze(-2)  # [..., h, 1, dh]
         k = keys.unflatten(-1, (h, -1)).transpose(-3, -2)  # [..., h, n, dh]
@@ -356,6 +373,10 @@ class _DecoderBlock(nn.Module):
         return self.cross_out(out)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        if self.post_norm:
+            y = self.norm_self(x + self.self_out(self.self_value(x)))
+            y = self.norm_cross(y + self.cross_attend(y, context))
+            return self.norm_ffn(y + self.ffn(y))
         y = x + self.self_out(self.self_value(self.norm_self(x)))
         y = y + self.cross_attend(y, context)
         return y + self.ffn(self.norm_ffn(y))
@@ -365,7 +386,10 @@ class _DecoderBlock(nn.Module):
         the self-attention's two back-to-back linears fused into one,
         ``W_o (W_v x + b_v) + b_o = (W_o W_v) x + (W_o b_v + b_o)``. With one state token the
         cross-attention output is a per-rollout constant too, so it is folded with that bias into a
-        single residual term."""
+        single residual term. (The post-norm layout keeps only the state context: its norms sit
+        between those terms.)"""
+        if self.post_norm:
+            return _BlockContext(None, None, self.encode_state(state_tokens))
         w_out = self.self_out.weight
         weight = w_out @ self.self_value.weight
         bias = F.linear(self.self_value.bias, w_out, self.self_out.bias)
@@ -376,6 +400,8 @@ class _DecoderBlock(nn.Module):
 
     def rollout_step(self, x: torch.Tensor, context: "_BlockContext") -> torch.Tensor:
         """:meth:`forward` with a :meth:`rollout_context` (same math, fewer ops per Euler step)."""
+        if self.post_norm:
+            return self.forward(x, context.keys_values)
         h = self.norm_self(x)
         if context.keys_values is None:  # one state token: y = x + W_sv LN(x) + (b_sv + cross)
             resid = context.residual
@@ -412,28 +438,64 @@ class _TransformerContext:
         self.time_bias: dict[float, torch.Tensor] = {}
 
 
+_NORM_LAYOUTS = ("pre_layernorm", "post_batchrenorm")
+_TIME_EMBEDDINGS = ("sinusoidal", "mlp")
+_ACTIVATIONS = {"silu": nn.SiLU, "gelu": nn.GELU, "relu": nn.ReLU}
+
+
+def _choice(name: str, value, options) -> None:
+    if value not in options:
+        raise ValueError(f"{name} must be one of {tuple(options)}, got {value!r}")
+
+
 class TransformerVelocity(VelocityField):
     """Flow-T: a Transformer-decoder velocity (paper Eqs. 7–9).
 
-    The action-time token ``Φ_A = E_A([φ_t(t_i), A_i])`` is refined by ``num_layers`` pre-norm
-    decoder blocks whose only access to the state is cross-attention to the state token(s)
-    ``Φ_S = E_S(φ_s(s))``; ``v = W_o(LN(Φ_A))``. The token never attends to other flow steps, so
-    the flow stays Markov; the pre-norm residual structure is what keeps the K-step backward pass
-    well conditioned.
+    The action-time token ``Φ_A = E_A(A_i) + E_t(t_i)`` is refined by ``num_layers`` decoder
+    blocks whose only access to the state is cross-attention to the state token(s)
+    ``Φ_S = E_S(s)``; ``v = W_o(LN(Φ_A))``. The token never attends to other flow steps, so the
+    flow stays Markov; the residual structure is what keeps the K-step backward pass well
+    conditioned.
+
+    The defaults are the paper's description (pre-norm LayerNorm blocks, sinusoidal time
+    features, SiLU FFN). The paper's released MuJoCo code differs in ways that are options here,
+    so its configuration can be reproduced and each difference measured
+    (``benchmarks/paper_parity.py``): ``norm_layout="post_batchrenorm"`` (post-norm blocks with
+    batch renormalisation, no norm on the state token nor before the head),
+    ``time_embedding="mlp"`` (``1 → d/4 → d/2 → d`` SiLU MLP), ``ffn_activation="gelu"``,
+    ``input_norm=True`` (batch renormalisation of the observation and, with one layer per Euler
+    step, of ``A_i``), ``d_model=96``, ``obs_hidden=48``, and ``log_std_head=True`` (σ per step
+    from the decoder's output). Every batch-renorm layer is an
+    :class:`~torchrl_sacflow.modules.actor_norm.ActorBatchRenorm`: running statistics except while
+    the actor is scored (:func:`~torchrl_sacflow.modules.actor_norm.batch_statistics`).
 
     Args:
         action_dim (int): action size ``d``.
         observation_dim (int): flat observation size.
 
     Keyword Args:
-        d_model (int): token width. Default 64 (paper; the reference code uses 96).
+        d_model (int): token width. Default 64 (paper; the released code uses 96).
         num_heads (int): attention heads. Default 4.
         num_layers (int): decoder blocks. Default 2.
         ffn_dim (int, optional): FFN hidden width. Default ``4 * d_model``.
-        obs_hidden (int): hidden width of the observation encoder φ_s. Default 32.
-        time_dim (int): size of the sinusoidal time features φ_t. Default 16.
+        obs_hidden (int): hidden width of the observation encoder. Default 32 (released: ``d/2``).
+        time_dim (int): size of the sinusoidal time features. Default 16.
         num_state_tokens (int): how many tokens the state is encoded into. Default 1 (the paper's
             single state embedding); more tokens switch on real multi-token cross-attention.
+        norm_layout (str): ``"pre_layernorm"`` (default) or ``"post_batchrenorm"`` (released code).
+        time_embedding (str): ``"sinusoidal"`` (default) or ``"mlp"`` (released code).
+        ffn_activation (str): ``"silu"`` (default), ``"gelu"`` (released code) or ``"relu"``.
+        input_norm (bool): batch-renormalise the observation and each ``A_i``. Default ``False``.
+            Needs ``num_steps`` (one layer per step) and flow times on the ``i/K`` grid.
+        num_steps (int, optional): K, required by ``input_norm``.
+        log_std_head (bool): add a head ``log σ_i = f(Φ_A)`` read by :meth:`step_with_log_std`
+            (σ depending on the state, ``A_i`` and ``t_i``). Default ``False``.
+        log_std_bounds (tuple of float): ``(low, high)`` of that head's smooth squashing. Default
+            ``(-5, 2)``.
+
+    Raises:
+        ValueError: for an unknown layout/embedding/activation name, or ``input_norm`` without
+            ``num_steps``.
 
     Examples:
         >>> v = TransformerVelocity(action_dim=2, observation_dim=3)
@@ -453,47 +515,107 @@ class TransformerVelocity(VelocityField):
         obs_hidden: int = 32,
         time_dim: int = 16,
         num_state_tokens: int = 1,
+        norm_layout: str = "pre_layernorm",
+        time_embedding: str = "sinusoidal",
+        ffn_activation: str = "silu",
+        input_norm: bool = False,
+        num_steps: int | None = None,
+        log_std_head: bool = False,
+        log_std_bounds: Sequence[float] = (-5.0, 2.0),
     ):
         super().__init__(action_dim, observation_dim)
         if num_layers < 1:
             raise ValueError(f"num_layers must be >= 1, got {num_layers}")
         if num_state_tokens < 1:
             raise ValueError(f"num_state_tokens must be >= 1, got {num_state_tokens}")
+        _choice("norm_layout", norm_layout, _NORM_LAYOUTS)
+        _choice("time_embedding", time_embedding, _TIME_EMBEDDINGS)
+        _choice("ffn_activation", ffn_activation, _ACTIVATIONS)
+        if input_norm and (num_steps is None or int(num_steps) < 1):
+            raise ValueError("input_norm=True needs num_steps (K): one normalisation layer per Euler step")
         self.d_model = d_model
         self.num_state_tokens = num_state_tokens
-        self.time_embedding = _TimeEmbedding(time_dim)
-        self.token_time = nn.Linear(time_dim, d_model, bias=False)
+        self.norm_layout, self.time_embedding_kind = norm_layout, time_embedding
+        if time_embedding == "sinusoidal":
+            self.time_embedding = _TimeEmbedding(time_dim)
+            self.token_time = nn.Linear(time_dim, d_model, bias=False)
+        else:
+            self.time_mlp = nn.Sequential(
+                nn.Linear(1, d_model // 4), nn.SiLU(), nn.Linear(d_model // 4, d_model // 2), nn.SiLU(),
+                nn.Linear(d_model // 2, d_model),
+            )
         self.token_action = nn.Linear(action_dim, d_model)
         self.state_encoder = nn.Sequential(
             nn.Linear(observation_dim, obs_hidden),
             nn.SiLU(),
             nn.Linear(obs_hidden, d_model * num_state_tokens),
         )
+        self.num_steps = None if num_steps is None else int(num_steps)
+        self.observation_norm = self.action_norms = None
+        if input_norm:
+            from torchrl_sacflow.modules.actor_norm import ActorBatchRenorm
+
+            self.observation_norm = ActorBatchRenorm(observation_dim)
+            self.action_norms = nn.ModuleList(ActorBatchRenorm(action_dim) for _ in range(self.num_steps))
         ffn_dim = 4 * d_model if ffn_dim is None else ffn_dim
         self.blocks = nn.ModuleList(
-            _DecoderBlock(d_model, num_heads, ffn_dim, num_state_tokens) for _ in range(num_layers)
+            _DecoderBlock(d_model, num_heads, ffn_dim, num_state_tokens, norm_layout=norm_layout,
+                          ffn_activation=_ACTIVATIONS[ffn_activation])
+            for _ in range(num_layers)
         )
-        self.norm_out = nn.LayerNorm(d_model)
+        self.norm_out = nn.LayerNorm(d_model) if norm_layout == "pre_layernorm" else None
         self.head = nn.Linear(d_model, action_dim)
+        self.log_std_head = None
+        if log_std_head:
+            low, high = (float(b) for b in log_std_bounds)
+            if not low < high:
+                raise ValueError(f"log_std_bounds must satisfy low < high, got {log_std_bounds}")
+            self.log_std_low, self.log_std_high = low, high
+            self.log_std_head = nn.Linear(d_model, action_dim)
+            with torch.no_grad():  # start at the middle of the range, like StateLogStd
+                self.log_std_head.weight.mul_(0.01)
+                self.log_std_head.bias.zero_()
+
+    def _time_token(self, column: torch.Tensor) -> torch.Tensor:
+        """``E_t(t)`` for a ``[..., 1]`` column of flow times."""
+        if self.time_embedding_kind == "mlp":
+            return self.time_mlp(column)
+        return self.token_time(self.time_embedding(column))
+
+    def _step_index(self, time) -> int:
+        t = float(time.reshape(-1)[0]) if isinstance(time, torch.Tensor) else float(time)
+        if isinstance(time, torch.Tensor) and time.numel() > 1 and not bool((time == t).all()):
+            raise ValueError("input_norm needs one flow time per call (its layers are per Euler step)")
+        i = round(t * self.num_steps)
+        if abs(i - t * self.num_steps) > 1e-4 or not 0 <= i < self.num_steps:
+            raise ValueError(
+                f"flow time {t} is not on the grid i/K of the K={self.num_steps} steps this velocity's "
+                "input_norm layers were built for"
+            )
+        return i
 
     def encode_state(self, observation):
+        if self.observation_norm is not None:
+            observation = self.observation_norm(observation)
         tokens = self.state_encoder(observation).unflatten(-1, (self.num_state_tokens, self.d_model))
         return _TransformerContext([block.rollout_context(tokens) for block in self.blocks])
 
     def prepare_times(self, context, times):
-        """The time part of the action-time token for every step at once: one ``Linear`` on the
-        ``[K, time_dim]`` features, folded with the action projection's bias."""
+        """The time part of the action-time token for every step at once (one call on the
+        ``[K, 1]`` times), folded with the action projection's bias."""
         if not isinstance(context, _TransformerContext) or not len(times):
             return context
         times = [float(t) for t in times]
-        feats = self.time_embedding(
-            torch.tensor(times, dtype=self.token_action.weight.dtype, device=self.token_action.weight.device).unsqueeze(-1)
-        )
-        bias = F.linear(feats, self.token_time.weight, self.token_action.bias)
+        weight = self.token_action.weight
+        column = torch.tensor(times, dtype=weight.dtype, device=weight.device).unsqueeze(-1)
+        bias = self._time_token(column) + self.token_action.bias
         context.time_bias.update(zip(times, bias.unbind(0)))
         return context
 
-    def step(self, action, context, time):
+    def features(self, action, context, time) -> torch.Tensor:
+        """The action-time token after the decoder blocks (what the heads read)."""
+        if self.action_norms is not None:
+            action = self.action_norms[self._step_index(time)](action)
         time_bias = None
         if isinstance(context, _TransformerContext) and not isinstance(time, torch.Tensor):
             time_bias = context.time_bias.get(float(time))
@@ -501,17 +623,29 @@ class TransformerVelocity(VelocityField):
             x = F.linear(action, self.token_action.weight, time_bias)
         else:
             if isinstance(time, torch.Tensor):
-                time_feat = self.time_embedding(_time_column(time, action))
+                column = _time_column(time, action)
             else:
-                time_feat = self.time_embedding(action.new_full((1,), float(time)))
-            x = self.token_action(action) + self.token_time(time_feat)
+                column = action.new_full((1,), float(time))
+            x = self.token_action(action) + self._time_token(column)
         if isinstance(context, _TransformerContext):
             for block, ctx in zip(self.blocks, context.blocks):
                 x = block.rollout_step(x, ctx)
         else:  # per-block contexts of _DecoderBlock.encode_state
             for block, ctx in zip(self.blocks, context):
                 x = block(x, ctx)
-        return self.head(self.norm_out(x))
+        return x if self.norm_out is None else self.norm_out(x)
+
+    def step(self, action, context, time):
+        return self.head(self.features(action, context, time))
+
+    def step_with_log_std(self, action, context, time) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(v, log σ_i)`` from one decoder pass (needs ``log_std_head=True``)."""
+        if self.log_std_head is None:
+            raise RuntimeError("this TransformerVelocity was built without log_std_head")
+        h = self.features(action, context, time)
+        x = torch.tanh(self.log_std_head(h))
+        log_std = self.log_std_low + 0.5 * (self.log_std_high - self.log_std_low) * (x + 1.0)
+        return self.head(h), log_std
 
 
 def velocity_module(

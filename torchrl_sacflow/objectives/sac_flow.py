@@ -19,10 +19,11 @@ from torchrl.objectives.sac import compute_rsample_log_prob
 from torchrl.objectives.utils import distance_loss
 from torchrl.objectives.value import TD0Estimator
 
+from torchrl_sacflow.modules.actor_norm import ActorBatchRenorm, batch_statistics
 from torchrl_sacflow.modules.flow_actor import FlowRollout
 from torchrl_sacflow.objectives._actor_binding import BoundActorParams
 
-__all__ = ["SACFlowLoss"]
+__all__ = ["SACFlowLoss", "path_target_entropy"]
 
 
 @contextlib.contextmanager
@@ -149,6 +150,23 @@ class _MLPEnsemble:
         return torch.stack(outs)
 
 
+def path_target_entropy(actor: nn.Module) -> float:
+    """``−(K+1)·d``: SAC's ``−1`` nat per action entry, for each of the ``K+1`` Gaussian factors of the path.
+
+    The exact path log-density of a K-step flow has ``(K+1)·d`` Gaussian entries (the base draw
+    and K step noises). With a target entropy of 0 the temperature holds the path entropy at 0,
+    i.e. each step's σ near ``0.34`` (HalfCheetah, K=4), whatever the task wants; this target asks
+    for what Gaussian SAC's ``−|A|`` asks of each of its entries.
+
+    Raises:
+        ValueError: if ``actor`` holds no :class:`~torchrl_sacflow.modules.FlowRollout`.
+    """
+    rollout = next((m for m in actor.modules() if isinstance(m, FlowRollout)), None)
+    if rollout is None:
+        raise ValueError("target_entropy='auto_path' needs a flow actor (built by make_flow_actor)")
+    return -float((rollout.num_steps + 1) * rollout.action_dim)
+
+
 class SACFlowLoss(BoundActorParams, SACLoss):
     """SAC Flow loss: SAC trained end to end through a flow policy's K-step rollout.
 
@@ -180,8 +198,10 @@ class SACFlowLoss(BoundActorParams, SACLoss):
         num_qvalue_nets (int): number of Q networks. Default 2.
         loss_function (str): critic distance. Default ``"l2"`` (the paper's squared TD error).
         alpha_init (float): initial temperature. Default 0.2 (paper).
-        target_entropy (float or "auto"): default ``0.0`` (flow policies, paper); pass ``"auto"``
-            for the ``−|A|`` heuristic of Gaussian SAC.
+        target_entropy (float, "auto" or "auto_path"): default ``0.0`` (flow policies, paper);
+            ``"auto"`` is the ``−|A|`` heuristic of Gaussian SAC; ``"auto_path"`` applies that
+            heuristic to each Gaussian factor of a flow's path, ``−(K+1)·d``
+            (:func:`path_target_entropy`).
         proximity_coef (float, optional): β of the proximity term. ``None`` (default) switches the
             term off entirely (no ``"proximity"`` entry in the output); a number switches it on,
             and ``0.0`` keeps the entry while giving it no weight.
@@ -244,6 +264,8 @@ class SACFlowLoss(BoundActorParams, SACLoss):
     ) -> None:
         if kwargs.get("value_network") is not None:
             raise ValueError("SACFlowLoss implements SAC v2 (no state-value network)")
+        if target_entropy == "auto_path":
+            target_entropy = path_target_entropy(actor_network)
         super().__init__(
             actor_network,
             qvalue_network,
@@ -264,6 +286,7 @@ class SACFlowLoss(BoundActorParams, SACLoss):
         if self.log_path_grad_norms and self._flow_rollout is None:
             raise ValueError("log_path_grad_norms=True needs a flow actor (built by make_flow_actor)")
         self._extras: dict[str, Tensor] = {}
+        self._actor_has_batch_norm = any(isinstance(m, ActorBatchRenorm) for m in self.actor_network.modules())
         # skip SACLoss's per-call parameter swap when it is a no-op (BoundActorParams)
         self._actor_slots = self._bind_actor_params()
 
@@ -336,9 +359,10 @@ class SACFlowLoss(BoundActorParams, SACLoss):
     # regions instead of breaking a compiled actor_loss four frames deep (SACUpdate does).
     def _actor_draw(self, tensordict: TensorDictBase) -> tuple[Tensor, Tensor, Any]:
         """``(a_θ, log p(path_θ|s), distribution)``: one reparameterised draw of the actor."""
+        # the actor's batch-renorm layers (if any) use and update batch statistics only here
         with set_exploration_type(ExplorationType.RANDOM), self._actor_params(), _record_path(
             self._flow_rollout, self.log_path_grad_norms
-        ):
+        ), batch_statistics(self.actor_network, self._actor_has_batch_norm):
             # get_dist runs the parameter module in place: give it a selection, not the caller's data
             actor_td = tensordict.select(*self.actor_network.in_keys, strict=False)
             dist = self.actor_network.get_dist(actor_td)

@@ -18,6 +18,7 @@ from torchrl_sacflow.training.config import (
     config_fingerprint,
     validate_train_config,
 )
+from torchrl_sacflow.training.diagnostics import flow_diagnostics
 from torchrl_sacflow.training.envs import DirectGymEnv, action_dim, check_env_id, env_maker, make_env, observation_dim
 from torchrl_sacflow.training.errors import ConfigError, exit_on_config_error
 from torchrl_sacflow.training.evaluation import evaluate
@@ -62,6 +63,7 @@ __all__ = [
     "register_critic",
     "make_optimizers",
     "evaluate",
+    "flow_diagnostics",
     "make_checkpoint",
     "save_checkpoint",
     "load_checkpoint",

@@ -1,6 +1,7 @@
 """Policies by name: the three flow velocities and TorchRL's Tanh-Normal Gaussian baseline."""
 from __future__ import annotations
 
+import inspect
 from typing import Any, Mapping, Sequence
 
 from tensordict.nn import InteractionType, NormalParamExtractor, TensorDictModule
@@ -8,7 +9,14 @@ from torch import nn
 from torchrl.data import TensorSpec
 from torchrl.modules import MLP, ProbabilisticActor
 
-from torchrl_sacflow.modules import DirectProbabilisticActor, make_flow_actor
+from torchrl_sacflow.modules import (
+    DirectProbabilisticActor,
+    GatedVelocity,
+    MLPVelocity,
+    TransformerVelocity,
+    make_flow_actor,
+)
+from torchrl_sacflow.modules.flow_actor import LOG_PROB_KINDS, NOISE_SCALES, SIGMA_HEADS
 from torchrl_sacflow.modules.tanh_normal import FusedTanhNormal
 from torchrl_sacflow.training.errors import ConfigError
 
@@ -16,6 +24,7 @@ __all__ = ["POLICY_KINDS", "FLOW_VELOCITIES", "make_gaussian_actor", "make_polic
 
 POLICY_KINDS = ("flow", "gaussian")
 FLOW_VELOCITIES = ("transformer", "gru", "mlp")
+_VELOCITY_CLASSES = {"transformer": TransformerVelocity, "gru": GatedVelocity, "mlp": MLPVelocity}
 
 
 def make_gaussian_actor(
@@ -81,6 +90,22 @@ def check_policy_config(cfg: Mapping[str, Any]) -> None:
     sigma = cfg.get("noise_std")
     if sigma is not None and (isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not sigma > 0):
         raise ConfigError(f"policy.noise_std (σ) must be > 0, or null for a learned σ, got {sigma!r}")
+    for key, default, options in (("sigma_head", "state", SIGMA_HEADS), ("noise_scale", "sqrt_dt", NOISE_SCALES),
+                                  ("log_prob", "path", LOG_PROB_KINDS)):
+        if cfg.get(key, default) not in options:
+            raise ConfigError(f"unknown policy.{key} {cfg.get(key)!r}: expected one of {options}")
+    if cfg.get("sigma_head", "state") == "velocity":
+        if velocity != "transformer":
+            raise ConfigError("policy.sigma_head=velocity needs policy.velocity=transformer (policy=flow_t)")
+        if sigma is not None:
+            raise ConfigError("policy.sigma_head=velocity learns σ: set policy.noise_std=null")
+    accepted = inspect.signature(_VELOCITY_CLASSES[velocity]).parameters
+    unknown = sorted(set(cfg.get("velocity_kwargs") or {}) - set(accepted) - {"action_dim", "observation_dim"})
+    if unknown:
+        raise ConfigError(
+            f"policy.velocity_kwargs {unknown} are not options of the {velocity} velocity "
+            f"({_VELOCITY_CLASSES[velocity].__name__}); e.g. preset=paper_code is for policy=flow_t"
+        )
 
 
 def make_policy(
@@ -104,4 +129,7 @@ def make_policy(
         log_std_kwargs=dict(cfg.get("log_std_kwargs") or {}),
         per_step_noise=bool(cfg.get("per_step_noise", False)),
         drift_correction=bool(cfg.get("drift_correction", True)),
+        sigma_head=cfg.get("sigma_head", "state"),
+        noise_scale=cfg.get("noise_scale", "sqrt_dt"),
+        log_prob=cfg.get("log_prob", "path"),
     )

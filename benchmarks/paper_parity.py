@@ -1,0 +1,262 @@
+"""Paper-parity ablation on HalfCheetah-v4: the released Flow-T code's configuration, each of its
+differences from ours switched one at a time, and the exact-math preset (issue 20).
+
+    python benchmarks/paper_parity.py run                       # the 10k-step ablation, 2 seeds per row
+    python benchmarks/paper_parity.py run --rows paper_code paper --frames 13000 --seeds 1 2 3
+    python benchmarks/paper_parity.py report                    # table + plot from what has finished
+
+Every run is the MuJoCo recipe itself::
+
+    python -m recipes.train_mujoco env=halfcheetah policy=flow_t <row overrides> seed=<s> threads=<t>
+        collector.total_frames=<frames> collector.init_random_frames=5000 eval.interval=2000 eval.num_episodes=5
+
+into ``outputs/paper_parity/<frames>/<row>/seed<s>``, ``--parallel`` at a time (default 2, with
+``--threads`` 1 each: the two cores of these machines; two 2-thread jobs at once are ~19x slower).
+A run whose ``summary.json`` exists is skipped, one still running from an earlier driver is waited
+for, anything else unfinished starts again. What a finished run measured is copied into
+``benchmarks/results/paper_parity.json`` (committed), so a later session skips it even on a fresh
+clone, and ``report`` writes ``paper_parity.md`` / ``paper_parity.png`` from that file.
+
+Measured per run: the training episode return at 8k / 10k (/ 13k) env steps (HalfCheetah episodes
+are 1 000 steps, so the episode ending at that step), the deterministic (noise-free ODE) eval at the
+same steps (5 episodes), α, ``−mean log π`` and σ at the end, the sampled-vs-ODE action gap, wall time.
+The released code's own figures (issue 20, same machine type, seeds 1/3/4): 2 481 @ 10k and
+3 123 @ 13k on average (seed 1: 2 016 / 2 913 / 3 709 at 8k / 10k / 13k).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from critics import _Adopted, _alive_pid, _finished  # noqa: E402
+
+from torchrl_sacflow.training import read_csv_scalar  # noqa: E402
+
+RUNS_DIR = REPO / "outputs" / "paper_parity"
+RESULTS = REPO / "benchmarks" / "results" / "paper_parity.json"
+BASE = [
+    "env=halfcheetah", "policy=flow_t", "collector.init_random_frames=5000", "eval.interval=2000",
+    "eval.num_episodes=5", "checkpoint.interval=0", "checkpoint.save_replay_buffer=false",
+    "logger.progress_bar=false",
+]
+_PC = ["preset=paper_code"]
+_VK = "policy.velocity_kwargs"
+# row -> (overrides, what it is). The released code (`paper_code`), then one difference at a time
+# switched to ours, then the paper's math as it is (`paper_today`) and the candidates for `paper`.
+ROWS: dict[str, tuple[list[str], str]] = {
+    "paper_code": (_PC, "released Flow-T code's configuration (`preset=paper_code`)"),
+    "pc+path_logprob": (_PC + ["policy.log_prob=path"], "… with our exact path log-density"),
+    "pc+sqrt_dt": (_PC + ["policy.noise_scale=sqrt_dt"], "… with step noise σ√Δt"),
+    "pc+drift": (_PC + ["policy.drift_correction=true"], "… with the drift correction"),
+    "pc+state_sigma": (_PC + ["policy.sigma_head=state"], "… with our state-only σ head"),
+    "pc+no_actor_norm": (_PC + [f"{_VK}.input_norm=false", f"{_VK}.norm_layout=pre_layernorm"],
+                         "… without batch renorm in the actor (our pre-LayerNorm blocks)"),
+    "pc+our_sizes": (_PC + [f"{_VK}.d_model=64", f"{_VK}.obs_hidden=32", f"{_VK}.time_embedding=sinusoidal",
+                            f"{_VK}.ffn_activation=silu"], "… with our sizes (d 64, sinusoidal time, SiLU)"),
+    "paper_today": (["preset=paper"], "`preset=paper` before this work (exact density, target entropy 0)"),
+    "paper+auto_path": (["preset=paper", "policy.target_entropy=auto_path"],
+                        "`preset=paper`, target entropy −(K+1)·d"),
+    "paper+auto_path+pc_actor": (
+        ["preset=paper_code", "policy.log_prob=path", "policy.noise_scale=sqrt_dt", "policy.drift_correction=true",
+         "policy.target_entropy=auto_path"],
+        "exact math (path density, σ√Δt, drift) in the released actor, target entropy −(K+1)·d"),
+}
+CHECKPOINTS = (8000, 10000, 13000, 25000)
+
+
+def run_dir_for(frames: int, row: str, seed: int) -> Path:
+    return RUNS_DIR / str(frames) / row / f"seed{seed}"
+
+
+def _key(frames: int, row: str, seed: int) -> str:
+    return f"{frames}/{row}/seed{seed}"
+
+
+def load_results() -> dict:
+    return json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+
+
+def _at(run_dir: Path, metric: str, step: int) -> float | None:
+    steps, values = read_csv_scalar(run_dir, metric)
+    return next((v for s, v in zip(steps, values) if s == step), None)
+
+
+def _last(run_dir: Path, metric: str) -> float | None:
+    _, values = read_csv_scalar(run_dir, metric)
+    return values[-1] if values else None
+
+
+def measure(run_dir: Path) -> dict:
+    """What one finished run measured (see the module docstring)."""
+    summary = json.loads((run_dir / "summary.json").read_text())
+    out = {"frames": summary["frames"], "wall_time_s": summary["wall_time_s"],
+           "updates_per_s": summary["updates_per_s"]}
+    for step in CHECKPOINTS:
+        if step <= summary["frames"]:
+            out[f"train_return_{step}"] = _at(run_dir, "train/episode_return", step)
+            out[f"eval_return_{step}"] = _at(run_dir, "eval/return_mean", step)
+    for name in ("alpha", "entropy", "sigma_mean", "ode_action_gap"):
+        out[name] = _last(run_dir, f"train/{name}")
+    steps, values = read_csv_scalar(run_dir, "train/episode_return")
+    out["train_curve"] = [[s, v] for s, v in zip(steps, values)]
+    return out
+
+
+def run(args: argparse.Namespace) -> None:
+    results = load_results()
+    jobs = [(row, s) for s in args.seeds for row in args.rows]  # seed-major: every row gets a seed first
+    pending = [j for j in jobs if _key(args.frames, *j) not in results]
+    running: list[tuple] = []
+    for job in list(pending):
+        run_dir = run_dir_for(args.frames, *job)
+        if _finished(run_dir):  # finished but not recorded (driver killed in between)
+            record(args.frames, *job)
+            pending.remove(job)
+            continue
+        pid = _alive_pid(run_dir.parent / f"{run_dir.name}.pid")
+        if pid is not None:
+            pending.remove(job)
+            running.append((_Adopted(pid), job))
+            print(f"[adopt] {job} pid {pid}", flush=True)
+    env_vars = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
+    while pending or running:
+        while pending and len(running) < args.parallel:
+            row, seed = job = pending.pop(0)
+            run_dir = run_dir_for(args.frames, *job)
+            if run_dir.exists():
+                shutil.rmtree(run_dir)
+            run_dir.parent.mkdir(parents=True, exist_ok=True)
+            cmd = [sys.executable, "-m", "recipes.train_mujoco", *BASE, *ROWS[row][0], f"seed={seed}",
+                   f"threads={args.threads}", f"collector.total_frames={args.frames}", *args.overrides,
+                   f"hydra.run.dir={run_dir}"]
+            log = open(run_dir.parent / f"{run_dir.name}.log", "w")
+            print(f"[start {time.strftime('%H:%M:%S')}] {shlex.join(cmd[1:])}", flush=True)
+            proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env_vars)
+            (run_dir.parent / f"{run_dir.name}.pid").write_text(str(proc.pid))
+            running.append((proc, job))
+        time.sleep(10)
+        for proc, job in list(running):
+            if proc.poll() is not None:
+                running.remove((proc, job))
+                print(f"[done {time.strftime('%H:%M:%S')}] {job} rc={proc.returncode}", flush=True)
+                if _finished(run_dir_for(args.frames, *job)):
+                    record(args.frames, *job)
+                    report(args)
+
+
+def record(frames: int, row: str, seed: int) -> None:
+    results = load_results()
+    entry = measure(run_dir_for(frames, row, seed))
+    entry["overrides"] = ROWS[row][0]
+    results[_key(frames, row, seed)] = entry
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=1, sort_keys=True))
+
+
+def _fmt(values: list, digits: int = 0) -> str:
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return "–"
+    a = np.asarray(vals, dtype=float)
+    text = f"{a.mean():.{digits}f}"
+    if len(a) > 1:
+        text += " (" + " / ".join(f"{v:.{digits}f}" for v in a) + ")"
+    return text
+
+
+def report(args: argparse.Namespace | None = None) -> None:
+    results = load_results()
+    lines = [
+        "# Paper parity on HalfCheetah-v4 (issue 20)", "",
+        "`python benchmarks/paper_parity.py run` (then `report`); each run is the MuJoCo recipe, Flow-T,",
+        "5 000 uniform-random steps, then 1 000 updates per 1 000 env steps (CrossQ critic 2 × 1024, batch 512,",
+        "actor every 3rd update), 1 torch thread, two runs at a time on a 2-core CPU. Cells: mean over seeds",
+        "(per-seed values in brackets). *train* = training episode return of the episode ending at that step;",
+        "*eval* = deterministic noise-free ODE, 5 episodes. α, entropy (−mean log π), σ and the sampled-vs-ODE",
+        "action gap are the last logged values. The released JAX code, same machine type: **2 481 @ 10k,",
+        "3 123 @ 13k** (mean of seeds 1/3/4; seed 1: 2 016 / 2 913 / 3 709 at 8k / 10k / 13k).", "",
+    ]
+    for frames in sorted({int(k.split("/")[0]) for k in results}):
+        steps = [s for s in CHECKPOINTS if s <= frames][-2:]
+        head = ["row", "seeds"] + [f"train @{s // 1000}k" for s in steps] + [f"eval @{s // 1000}k" for s in steps] \
+            + ["α", "entropy", "σ", "ODE gap", "wall min"]
+        lines += [f"## {frames} env steps", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for row in ROWS:
+            runs = [v for k, v in sorted(results.items()) if k.startswith(f"{frames}/{row}/")]
+            if not runs:
+                continue
+            cells = [f"`{row}`", str(len(runs))]
+            cells += [_fmt([r.get(f"train_return_{s}") for r in runs]) for s in steps]
+            cells += [_fmt([r.get(f"eval_return_{s}") for r in runs]) for s in steps]
+            cells += [_fmt([r.get("alpha") for r in runs], 3), _fmt([r.get("entropy") for r in runs], 1),
+                      _fmt([r.get("sigma_mean") for r in runs], 2), _fmt([r.get("ode_action_gap") for r in runs], 2),
+                      _fmt([r["wall_time_s"] / 60 for r in runs])]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines += ["", "Rows: " + "; ".join(f"`{r}` {ROWS[r][1]}" for r in ROWS), ""]
+    out = RESULTS.with_suffix(".md")
+    out.write_text("\n".join(lines))
+    _plot(results)
+    print("\n".join(lines))
+
+
+def _plot(results: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    frames_list = sorted({int(k.split("/")[0]) for k in results})
+    if not frames_list:
+        return
+    fig, axes = plt.subplots(1, len(frames_list), figsize=(6.4 * len(frames_list), 4.4), squeeze=False)
+    for ax, frames in zip(axes[0], frames_list):
+        for row in ROWS:
+            curves = [v["train_curve"] for k, v in results.items() if k.startswith(f"{frames}/{row}/")]
+            if not curves:
+                continue
+            steps = sorted(set.intersection(*[{s for s, _ in c} for c in curves]))
+            mean = [np.mean([dict(map(tuple, c))[s] for c in curves]) for s in steps]
+            ax.plot(steps, mean, marker="o", ms=3, label=f"{row} ({len(curves)})")
+        ax.axhline(2481, color="k", ls=":", lw=1, label="released code @10k (3 seeds)")
+        ax.axhline(3123, color="k", ls="--", lw=1, label="released code @13k (3 seeds)")
+        ax.set_title(f"HalfCheetah-v4, {frames} steps: training episode return")
+        ax.set_xlabel("environment steps")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(RESULTS.with_suffix(".png"), dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p_run = sub.add_parser("run", help="start the missing runs (skips recorded/finished ones)")
+    p_run.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
+    p_run.add_argument("--seeds", nargs="+", type=int, default=[1, 2])
+    p_run.add_argument("--frames", type=int, default=10000)
+    p_run.add_argument("--parallel", type=int, default=2)
+    p_run.add_argument("--threads", type=int, default=1)
+    p_run.add_argument("overrides", nargs="*", help="extra recipe overrides for every run")
+    sub.add_parser("report", help="write the table and plot from benchmarks/results/paper_parity.json")
+    args = parser.parse_args()
+    if args.cmd == "run":
+        run(args)
+    report(args)
+
+
+if __name__ == "__main__":
+    main()
