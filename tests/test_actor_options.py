@@ -185,3 +185,13 @@ def test_flow_diagnostics_report_sigma_and_the_ode_gap():
     assert flow_diagnostics(actor, _batch(32))["ode_action_gap"] < 1e-2
     per_step = flow_diagnostics(_released_actor(), _batch(32))
     assert {f"sigma_step_{i}" for i in range(K)} <= set(per_step)
+
+
+@pytest.mark.parametrize("init,spread", [("middle", False), ("lecun_normal", True)])
+def test_velocity_log_std_head_init(init, spread):
+    """``middle``: σ starts at the middle of the range for every state; ``lecun_normal`` (released code):
+    spread over it."""
+    v = TransformerVelocity(ACT, OBS, d_model=32, log_std_head=True, log_std_init=init)
+    _, log_std = v.step_with_log_std(torch.randn(256, ACT), v.encode_state(torch.randn(256, OBS)), 0.0)
+    assert (log_std.std() > 0.5) == spread
+    assert log_std.mean().item() == pytest.approx(-1.5, abs=0.6)

@@ -134,6 +134,7 @@ def test_preset_paper_code_composes_the_released_actor():
     assert policy["drift_correction"] is False
     vk = policy["velocity_kwargs"]
     assert vk["d_model"] == 96 and vk["norm_layout"] == "post_batchrenorm" and vk["input_norm"] is True
+    assert vk["log_std_init"] == "lecun_normal"
     assert cfg["critic"]["name"] == "crossq" and cfg["critic"]["num_cells"] == [1024, 1024]
     assert cfg["optim"]["alpha_beta1"] == 0.5 and cfg["policy"]["target_entropy"] == 0.0
 

@@ -492,6 +492,10 @@ class TransformerVelocity(VelocityField):
             (σ depending on the state, ``A_i`` and ``t_i``). Default ``False``.
         log_std_bounds (tuple of float): ``(low, high)`` of that head's smooth squashing. Default
             ``(-5, 2)``.
+        log_std_init (str): that head's initialisation: ``"middle"`` (default: weights × 0.01,
+            zero bias, so σ starts at the middle of the range for every state, like
+            :class:`~torchrl_sacflow.modules.StateLogStd`) or ``"lecun_normal"`` (flax's default
+            dense init, as in the released code: σ starts spread over the range).
 
     Raises:
         ValueError: for an unknown layout/embedding/activation name, or ``input_norm`` without
@@ -522,6 +526,7 @@ class TransformerVelocity(VelocityField):
         num_steps: int | None = None,
         log_std_head: bool = False,
         log_std_bounds: Sequence[float] = (-5.0, 2.0),
+        log_std_init: str = "middle",
     ):
         super().__init__(action_dim, observation_dim)
         if num_layers < 1:
@@ -571,9 +576,13 @@ class TransformerVelocity(VelocityField):
             if not low < high:
                 raise ValueError(f"log_std_bounds must satisfy low < high, got {log_std_bounds}")
             self.log_std_low, self.log_std_high = low, high
+            _choice("log_std_init", log_std_init, ("middle", "lecun_normal"))
             self.log_std_head = nn.Linear(d_model, action_dim)
-            with torch.no_grad():  # start at the middle of the range, like StateLogStd
-                self.log_std_head.weight.mul_(0.01)
+            with torch.no_grad():
+                if log_std_init == "middle":
+                    self.log_std_head.weight.mul_(0.01)
+                else:
+                    nn.init.normal_(self.log_std_head.weight, std=d_model**-0.5)
                 self.log_std_head.bias.zero_()
 
     def _time_token(self, column: torch.Tensor) -> torch.Tensor:
