@@ -49,10 +49,12 @@ def _draw(actor, obs):
 
 
 def test_noise_log_prob_is_the_sum_of_noise_log_densities():
-    """log_prob="noise": Σ log N(ε_i; 0, I) over base draw and step noises − tanh/rescale Jacobian,
-    recomputed independently from the same random draws."""
+    """log_prob="noise": Σ log N(ε_i; 0, I) over base draw and step noises − Σ log(scale(1 − y²) + 1e-6),
+    recomputed independently from the same random draws (with saturated entries, where the 1e-6 shows)."""
     actor = _released_actor()
     rollout = get_flow_rollout(actor)
+    with torch.no_grad():  # push some final actions deep into saturation
+        rollout.velocity.head.bias.copy_(torch.tensor([40.0, 0.0, -40.0]))
     obs = torch.randn(32, OBS)
     torch.manual_seed(0)
     action, log_prob, path = _draw(actor, obs)
@@ -67,10 +69,10 @@ def test_noise_log_prob_is_the_sum_of_noise_log_densities():
         a = a + (v + log_std.exp() * eps) / K  # the released code: noise on the velocity, Euler step Δt
         expected = expected + torch.distributions.Normal(0.0, 1.0).log_prob(eps).sum(-1)
     y = torch.tanh(a)
-    expected = expected - torch.log(2.0 * (1 - y**2)).sum(-1)
+    expected = expected - torch.log(2.0 * (1 - y**2) + 1e-6).sum(-1)
     torch.testing.assert_close(path[-1], a, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(action, 2.0 * y, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(log_prob, expected, rtol=1e-4, atol=1e-3)
+    torch.testing.assert_close(log_prob, expected, rtol=1e-5, atol=1e-4)
 
 
 @pytest.mark.parametrize("noise_scale,per_step", [("dt", 1 / K), ("sqrt_dt", math.sqrt(1 / K))])
@@ -194,4 +196,5 @@ def test_velocity_log_std_head_init(init, spread):
     v = TransformerVelocity(ACT, OBS, d_model=32, log_std_head=True, log_std_init=init)
     _, log_std = v.step_with_log_std(torch.randn(256, ACT), v.encode_state(torch.randn(256, OBS)), 0.0)
     assert (log_std.std() > 0.5) == spread
-    assert log_std.mean().item() == pytest.approx(-1.5, abs=0.6)
+    if not spread:
+        assert log_std.mean().item() == pytest.approx(-1.5, abs=0.05)

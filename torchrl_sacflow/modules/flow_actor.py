@@ -142,8 +142,9 @@ class FlowRollout(nn.Module):
         log_prob (str): what the distribution returns as ``log π``: ``"path"`` (default, the exact
             log-density of the path ``A_0..A_K`` plus the tanh/rescale Jacobian) or ``"noise"``
             (the released code's ``Σ_i log N(ε_i; 0, I)`` over the base draw and the step
-            noises, plus the same Jacobian: no ``−log σ`` and no ``Δt`` normaliser, so it is not
-            a density of the action and barely depends on the parameters).
+            noises, minus its Jacobian term ``Σ_j log(scale_j (1 − tanh²) + 1e-6)``: no
+            ``−log σ`` and no ``Δt`` normaliser, so it is not a density of the action and depends
+            on the parameters only through the saturation of the final action).
 
     The σ of each step comes from the actor's parameter module (a state-only head or a fixed
     value) unless the velocity has a ``log_std_head`` (``TransformerVelocity(log_std_head=True)``),
@@ -379,6 +380,9 @@ class FlowRollout(nn.Module):
             log_norm = log_norm + sum_log_std + K * d * math.log(self._step_std(dt))
         sq_noise = torch.stack(noises).pow(2).sum((0, -1)) if len(noises) > 1 else a.pow(2).sum(-1)
         log_prob = -0.5 * sq_noise - log_norm
+        if self.log_prob_kind == "noise":  # the released code's Jacobian term, its 1e-6 included
+            y = torch.tanh(a)
+            return self.squash(a), log_prob - torch.log(self.action_scale * (1 - y * y) + 1e-6).sum(-1), path
         log_prob = log_prob - tanh_log_abs_det_jacobian(a) - self.action_scale.log().sum()
         return self.squash(a), log_prob, path
 
