@@ -3,7 +3,7 @@ differences from ours switched one at a time, and the exact-math preset (issue 2
 
     python benchmarks/paper_parity.py run                       # the 10k-step ablation, 2 seeds per row
     python benchmarks/paper_parity.py run --rows paper_code paper --frames 13000 --seeds 1 2 3
-    python benchmarks/paper_parity.py report                    # table + plot from what has finished
+    python benchmarks/paper_parity.py report                    # record finished runs; table + plot
 
 Every run is the MuJoCo recipe itself::
 
@@ -251,11 +251,24 @@ def main() -> None:
     p_run.add_argument("--parallel", type=int, default=2)
     p_run.add_argument("--threads", type=int, default=1)
     p_run.add_argument("overrides", nargs="*", help="extra recipe overrides for every run")
-    sub.add_parser("report", help="write the table and plot from benchmarks/results/paper_parity.json")
+    sub.add_parser("report", help="record finished runs, then write the table and plot from "
+                                  "benchmarks/results/paper_parity.json (starts nothing)")
     args = parser.parse_args()
     if args.cmd == "run":
         run(args)
+    else:
+        record_finished()
     report(args)
+
+
+def record_finished() -> None:
+    """Record every finished run under ``outputs/paper_parity`` that the results file lacks."""
+    results = load_results()
+    for summary in sorted(RUNS_DIR.glob("*/*/seed*/summary.json")):
+        run_dir = summary.parent
+        frames, row, seed = int(run_dir.parent.parent.name), run_dir.parent.name, int(run_dir.name[4:])
+        if row in ROWS and _key(frames, row, seed) not in results and _finished(run_dir):
+            record(frames, row, seed)
 
 
 if __name__ == "__main__":

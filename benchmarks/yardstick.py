@@ -1,7 +1,7 @@
 """A hand-written SAC Flow update in plain PyTorch: the yardstick of ``benchmarks/throughput.py``.
 
 What an experienced PyTorch user would write in an afternoon from the paper (arXiv 2509.25756) and
-``shared/design/ALGORITHM.md``, without tensordict or TorchRL and without importing
+``shared/design/docs/algorithm.md``, without tensordict or TorchRL and without importing
 ``torchrl_sacflow``: nn.Modules for the networks, a loop over the K Euler steps, twin critics as two
 separate MLPs with deep-copied targets, three ``torch.optim.Adam`` with default settings, and a
 Polyak loop over the target parameters.

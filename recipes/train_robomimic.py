@@ -1,4 +1,4 @@
-"""SAC Flow offline-to-online on Robomimic, assembled from TorchRL parts (ALGORITHM.md §4).
+"""SAC Flow offline-to-online on Robomimic, assembled from TorchRL parts (docs/algorithm.md §4).
 
     python -m recipes.train_robomimic                                  # Flow-T, scripted Lift, ~10 min on 2 cores
     python -m recipes.train_robomimic velocity=gru seed=1              # Flow-G

@@ -30,7 +30,7 @@ def _obs_td(batch, n_obs, seed=0):
 
 
 def _reference_drift(v, a, t, var):
-    """b of ALGORITHM.md §3, written out independently of the library."""
+    """b of docs/algorithm.md §3, written out independently of the library."""
     return v * (1 - t + t * var / 2) / (1 - t) - a * var / (2 * (1 - t))
 
 

@@ -1,4 +1,4 @@
-"""The noise-augmented flow rollout as a TorchRL ``ProbabilisticActor`` (ALGORITHM.md §3).
+"""The noise-augmented flow rollout as a TorchRL ``ProbabilisticActor`` (docs/algorithm.md §3).
 
 SAC needs ``log π(a|s)``, which the deterministic K-step rollout does not have. Each Euler step is
 made Gaussian with a drift correction that keeps the marginal of ``A_1``:
@@ -131,7 +131,7 @@ class FlowRollout(nn.Module):
         num_steps (int): K, the number of Euler steps. Default 4.
         action_low, action_high (Tensor or float): bounds of the env action; the rollout output
             ``tanh(A_K)`` is affinely rescaled to them. Default ``-1``/``1``.
-        drift_correction (bool): use the drift ``b_θ`` of ALGORITHM.md §3 (default). ``False`` is
+        drift_correction (bool): use the drift ``b_θ`` of docs/algorithm.md §3 (default). ``False`` is
             the public reference code's uncorrected variant (``b = v``), kept only as a named
             ablation: its noisy rollout does not have the ODE's marginal.
         per_step_noise (bool): whether log σ comes as one value per step (``[..., K, d]``).
@@ -257,7 +257,7 @@ class FlowRollout(nn.Module):
         return torch.full_like(log_std, math.log(self._noise_std))
 
     def drift(self, velocity: torch.Tensor, action: torch.Tensor, t: float, var: torch.Tensor):
-        """``b_θ`` of ALGORITHM.md §3 (or ``v`` without the correction)."""
+        """``b_θ`` of docs/algorithm.md §3 (or ``v`` without the correction)."""
         if not self.drift_correction:
             return velocity
         return velocity * ((1.0 - t + t * var / 2.0) / (1.0 - t)) - action * (var / (2.0 * (1.0 - t)))

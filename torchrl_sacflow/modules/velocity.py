@@ -1,4 +1,4 @@
-"""Velocity networks v_θ(t, A, s) for flow policies (ALGORITHM.md §2).
+"""Velocity networks v_θ(t, A, s) for flow policies (docs/algorithm.md §2).
 
 The K-step Euler rollout ``A_{i+1} = A_i + Δt · v_θ(t_i, A_i, s)`` is a residual RNN whose hidden
 state is the intermediate action. The three classes below are drop-in cells for that RNN:

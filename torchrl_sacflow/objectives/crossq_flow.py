@@ -1,5 +1,5 @@
 """SAC Flow with a CrossQ critic: batch-renormalised Q networks, no target network, one critic
-forward on the joint batch of ``(s, a)`` and ``(s', a')`` (ALGORITHM.md §4, "paper parity")."""
+forward on the joint batch of ``(s, a)`` and ``(s', a')`` (docs/algorithm.md §4, "paper parity")."""
 from __future__ import annotations
 
 import contextlib

@@ -16,7 +16,7 @@ __all__ = ["FlowMatchingLoss"]
 
 
 class FlowMatchingLoss(BoundActorParams, LossModule):
-    """Flow-matching loss for offline pre-training of a flow policy (ALGORITHM.md §1).
+    """Flow-matching loss for offline pre-training of a flow policy (docs/algorithm.md §1).
 
     For data ``(s, a)``, the target end point is taken in the flow's pre-tanh space,
     ``A_1 = atanh(clip((a − loc) / scale, −1 + ε, 1 − ε))``, so that the policy's ``tanh(A_K)``

@@ -1,5 +1,5 @@
 """SAC for flow policies: TorchRL's ``SACLoss`` with the path log-density, a proximity term and a
-per-step gradient diagnostic (ALGORITHM.md §4–5)."""
+per-step gradient diagnostic (docs/algorithm.md §4–5)."""
 from __future__ import annotations
 
 import contextlib

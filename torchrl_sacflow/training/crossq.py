@@ -2,7 +2,7 @@
 
 ``critic=crossq`` on the recipe's command line selects it (``recipes/config/critic/crossq.yaml``);
 ``preset=paper`` selects it together with the rest of the paper code's configuration
-(ALGORITHM.md §4, docs/critics.md).
+(docs/algorithm.md §4, docs/critics.md).
 
 What the builder returns: twin :func:`~torchrl_sacflow.modules.critics.make_crossq_qvalue`
 critics (BatchRenorm MLPs) inside a :class:`~torchrl_sacflow.objectives.CrossQFlowLoss`, no

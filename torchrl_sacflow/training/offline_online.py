@@ -1,4 +1,4 @@
-"""What only the offline-to-online regime needs (ALGORITHM.md §4, last paragraph).
+"""What only the offline-to-online regime needs (docs/algorithm.md §4, last paragraph).
 
 * :func:`resolve_dataset` — the Robomimic file to train on: the user's, or a scripted Lift set
   generated once into a cache folder (the official files cannot be downloaded here).
