@@ -79,7 +79,10 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     # Logger, eval env, actor, critic + loss, optimisers, update step, replay buffer
     logger = make_logger(lg["backend"], run_dir, project=lg["project"], wandb_mode=lg["wandb_mode"], config=c,
                          video_format=lg["video_format"])
-    eval_env = make_env(c["env"]["id"], seed=c["seed"] + 10_000, from_pixels=ev["video"], video_logger=logger)
+    # a gymnasium id, or your own TorchRL env factory (env.make) with its observation keys
+    env_kwargs = {"factory": c["env"].get("make"), "observation_keys": c["env"].get("observation_keys")}
+    eval_env = make_env(c["env"]["id"], seed=c["seed"] + 10_000, from_pixels=ev["video"], video_logger=logger,
+                        **env_kwargs)
     obs_dim = observation_dim(eval_env)
     actor = make_policy(c["policy"], eval_env.action_spec, obs_dim).to(device)
     losses = make_loss(c["critic"], actor, observation_dim=obs_dim, action_dim=action_dim(eval_env),
@@ -128,7 +131,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
 
     # Collect → extend buffer → update → eval/log/checkpoint, until total_frames or SIGINT
     collector = make_collector(
-        env_maker(c["env"]["id"]), actor, total_frames=max(total_frames - progress["frames"], 1),
+        env_maker(c["env"]["id"], **env_kwargs), actor, total_frames=max(total_frames - progress["frames"], 1),
         frames_per_batch=col["frames_per_batch"], num_workers=col["num_workers"],
         init_random_frames=max(col["init_random_frames"] - progress["frames"], 0),
         seed=c["seed"] + progress["frames"], device=device, learner_threads=threads,

@@ -19,7 +19,15 @@ from torchrl_sacflow.training.config import (
     validate_train_config,
 )
 from torchrl_sacflow.training.diagnostics import flow_diagnostics
-from torchrl_sacflow.training.envs import DirectGymEnv, action_dim, check_env_id, env_maker, make_env, observation_dim
+from torchrl_sacflow.training.envs import (
+    DirectGymEnv,
+    action_dim,
+    check_env_id,
+    env_maker,
+    load_env_factory,
+    make_env,
+    observation_dim,
+)
 from torchrl_sacflow.training.errors import ConfigError, exit_on_config_error
 from torchrl_sacflow.training.evaluation import evaluate
 from torchrl_sacflow.training.loggers import (
@@ -63,6 +71,7 @@ __all__ = [
     "register_critic",
     "make_optimizers",
     "evaluate",
+    "load_env_factory",
     "flow_diagnostics",
     "make_checkpoint",
     "save_checkpoint",

@@ -14,7 +14,7 @@ from typing import Any, Iterable, Mapping
 import torch
 
 from torchrl_sacflow.training.checkpoint import has_checkpoint, read_checkpoint_metadata
-from torchrl_sacflow.training.envs import check_env_id
+from torchrl_sacflow.training.envs import check_env_id, load_env_factory
 from torchrl_sacflow.training.errors import ConfigError
 from torchrl_sacflow.training.loggers import LOGGER_BACKENDS
 from torchrl_sacflow.training.losses import CRITICS
@@ -141,7 +141,10 @@ def check_compile_setting(value: Any, name: str, device: Any = None) -> None:
 
 def validate_train_config(cfg: Mapping[str, Any]) -> None:
     """Check a ``train_mujoco``-style config (plain dict, interpolations resolved)."""
-    check_env_id(cfg["env"]["id"])
+    if cfg["env"].get("make"):
+        load_env_factory(cfg["env"]["make"])
+    else:
+        check_env_id(cfg["env"]["id"])
     check_policy_config(cfg["policy"])
     if cfg["critic"].get("name") not in CRITICS:
         raise ConfigError(f"unknown critic {cfg['critic'].get('name')!r}: expected one of {sorted(CRITICS)}")

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import functools
+import importlib
 import os
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -11,6 +12,7 @@ from tensordict import TensorDict, TensorDictBase
 from torchrl.data import Bounded, Unbounded
 from torchrl.data import tensor_specs as _tensor_specs
 from torchrl.envs import (
+    CatTensors,
     Compose,
     DoubleToFloat,
     EnvBase,
@@ -25,7 +27,9 @@ from torchrl.record.loggers import Logger
 
 from torchrl_sacflow.training.errors import ConfigError
 
-__all__ = ["DirectGymEnv", "make_env", "env_maker", "check_env_id", "observation_dim", "action_dim"]
+__all__ = [
+    "DirectGymEnv", "make_env", "env_maker", "load_env_factory", "check_env_id", "observation_dim", "action_dim",
+]
 
 _DONE_KEYS = {"done", "terminated", "truncated"}
 
@@ -106,9 +110,35 @@ def check_env_id(env_id: str) -> None:
         raise ConfigError(f"unknown env id {env_id!r} (not in gymnasium's registry){hint}")
 
 
+def load_env_factory(path: str | Callable[..., EnvBase]) -> Callable[..., EnvBase]:
+    """The callable named by ``"package.module:function"`` (or ``"package.module.function"``).
+
+    Raises:
+        ConfigError: (one line) if the module cannot be imported, has no such attribute, or the
+            attribute is not callable.
+    """
+    if callable(path):
+        return path
+    module_name, sep, attr = str(path).partition(":")
+    if not sep:
+        module_name, _, attr = str(path).rpartition(".")
+    if not module_name or not attr:
+        raise ConfigError(f"env.make={path!r} is not an import path like 'my_package.my_envs:make_env'")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise ConfigError(f"env.make={path!r}: cannot import {module_name!r} ({err})") from None
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise ConfigError(f"env.make={path!r}: {module_name!r} has no callable {attr!r}")
+    return factory
+
+
 def make_env(
-    env_id: str,
+    env_id: str | None = None,
     *,
+    factory: str | Callable[..., EnvBase] | None = None,
+    observation_keys: Sequence[str] | None = None,
     seed: int | None = None,
     device: str = "cpu",
     max_episode_steps: int | None = None,
@@ -127,9 +157,17 @@ def make_env(
     policy that needs it.
 
     Args:
-        env_id (str): a gymnasium id, e.g. ``"Hopper-v4"``.
+        env_id (str, optional): a gymnasium id, e.g. ``"Hopper-v4"``; ignored with ``factory``.
 
     Keyword Args:
+        factory (str or callable, optional): your own task instead of a gymnasium id: a
+            zero-argument callable returning a TorchRL :class:`~torchrl.envs.EnvBase` (or its
+            import path ``"module:function"``, which keeps :func:`env_maker` picklable). It must
+            have a bounded continuous ``"action"``, a ``"reward"`` and the done flags; its
+            observation entries are named by ``observation_keys``.
+        observation_keys (sequence of str, optional): observation entries of the env to feed the
+            networks; several are concatenated (TorchRL's ``CatTensors``) into ``"observation"``,
+            one other than ``"observation"`` is renamed to it. Default: the env's ``"observation"``.
         seed (int, optional): seeds the env once built.
         device (str): env device. Default ``"cpu"``.
         max_episode_steps (int, optional): extra truncation on top of gymnasium's time limit.
@@ -139,17 +177,24 @@ def make_env(
             writing to it is appended; call ``env.transform.dump()`` (see
             :func:`torchrl_sacflow.training.evaluate`) to write the video.
     """
-    check_env_id(env_id)
-    import gymnasium
-
-    if from_pixels and "MUJOCO_GL" not in os.environ and not os.environ.get("DISPLAY"):
-        os.environ["MUJOCO_GL"] = "egl"  # headless: MuJoCo's default (glfw) needs a display
-    try:
-        with set_gym_backend("gymnasium"):
-            base = DirectGymEnv(env_id, device=device, from_pixels=from_pixels, pixels_only=False)
-    except gymnasium.error.DependencyNotInstalled as err:
-        raise ConfigError(f"{env_id}{' with rendering' if from_pixels else ''}: {err}") from None
-    transforms = [
+    transforms = []
+    if factory is not None:
+        base = load_env_factory(factory)()
+        if not isinstance(base, EnvBase):
+            raise ConfigError(f"env.make={factory!r} returned a {type(base).__name__}, not a TorchRL EnvBase")
+    else:
+        base = _make_gym_env(env_id, device=device, from_pixels=from_pixels)
+    keys = list(observation_keys or [])
+    if keys and keys != ["observation"]:
+        missing = [k for k in keys if k not in base.observation_spec.keys()]
+        if missing:
+            raise ConfigError(
+                f"env.observation_keys {missing} are not observation entries of the env "
+                f"(it has {sorted(map(str, base.observation_spec.keys()))})"
+            )
+        # (the entries stay: an env may read its own state back from the step input)
+        transforms.append(CatTensors(in_keys=keys, out_key="observation", del_keys=False))
+    transforms += [
         StepCounter(max_steps=max_episode_steps),
         DoubleToFloat(),
         RewardSum(),
@@ -162,9 +207,28 @@ def make_env(
     return env
 
 
-def env_maker(env_id: str, **kwargs) -> Callable[[], EnvBase]:
-    """A picklable zero-argument constructor of :func:`make_env` (what collector workers need)."""
+def _make_gym_env(env_id: str, *, device, from_pixels: bool) -> DirectGymEnv:
     check_env_id(env_id)
+    import gymnasium
+
+    if from_pixels and "MUJOCO_GL" not in os.environ and not os.environ.get("DISPLAY"):
+        os.environ["MUJOCO_GL"] = "egl"  # headless: MuJoCo's default (glfw) needs a display
+    try:
+        with set_gym_backend("gymnasium"):
+            return DirectGymEnv(env_id, device=device, from_pixels=from_pixels, pixels_only=False)
+    except gymnasium.error.DependencyNotInstalled as err:
+        raise ConfigError(f"{env_id}{' with rendering' if from_pixels else ''}: {err}") from None
+
+
+def env_maker(env_id: str | None = None, **kwargs) -> Callable[[], EnvBase]:
+    """A picklable zero-argument constructor of :func:`make_env` (what collector workers need).
+
+    Checks the gymnasium id (or, with ``factory=``, that the factory can be imported) first.
+    """
+    if kwargs.get("factory") is None:
+        check_env_id(env_id)
+    else:
+        load_env_factory(kwargs["factory"])
     return functools.partial(make_env, env_id, **kwargs)
 
 

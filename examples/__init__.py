@@ -1,0 +1,1 @@
+"""Runnable examples (tested by tests/test_examples.py)."""
