@@ -47,7 +47,7 @@ def main(argv=None) -> int:
     pairs = int(argv[3]) if len(argv) > 3 else 60
     from torchrl.objectives import SACLoss, SoftUpdate
 
-    import torchrl_sacflow.modules.tanh_normal as tanh_normal
+    import torchrl_sacflow._fast.tanh_normal as tanh_normal
 
     torch.set_num_threads(1)
     batches = T.make_batches(8, batch, "cpu", seed=batch)

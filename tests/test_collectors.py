@@ -41,22 +41,23 @@ def test_actor_in_collector_with_init_random_frames(velocity):
 
 def test_actor_in_multisync_collector_with_two_workers():
     torch.manual_seed(0)
-    actor = _actor("gru")
+    actor = _actor("transformer")
     collector = MultiSyncCollector(
         [make_env, make_env], actor, frames_per_batch=64, total_frames=128,
-        exploration_type=ExplorationType.RANDOM,
+        exploration_type=ExplorationType.DETERMINISTIC,
     )
-    frames = 0
+    batches = []
     for batch in collector:
-        frames += batch.numel()
-        assert torch.isfinite(batch["action_log_prob"]).all()
-        # new weights reach the workers through TorchRL's weight sync
+        batches.append(batch)
+        # new weights reach the workers through TorchRL's weight sync: a velocity head whose bias
+        # drives every ODE action into the upper bound
         with torch.no_grad():
-            for p in actor.parameters():
-                p.add_(0.01)
+            get_flow_rollout(actor).velocity.head.bias.fill_(50.0)
         collector.update_policy_weights_()
     collector.shutdown()
-    assert frames == 128
+    assert sum(b.numel() for b in batches) == 128
+    assert batches[0]["action"].min() < 1.5  # the initial policy: actions spread over [-2, 2]
+    torch.testing.assert_close(batches[1]["action"], torch.full_like(batches[1]["action"], 2.0))
 
 
 def test_deterministic_collection_uses_the_ode():

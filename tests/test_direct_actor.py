@@ -14,6 +14,9 @@ from torchrl_sacflow.training.policies import make_gaussian_actor
 N_OBS, N_ACT = 5, 3
 SPEC = Bounded(-2.0, 1.0, shape=(N_ACT,))  # non-trivial bounds: the affine part of the squashing is exercised
 
+# tests of the speed path itself: run with it on also under --fast-paths off
+pytestmark = pytest.mark.usefixtures("fast_paths_on")
+
 
 def _actor(kind: str, return_log_prob: bool = True) -> DirectProbabilisticActor:
     torch.manual_seed(0)

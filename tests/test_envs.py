@@ -35,6 +35,7 @@ def test_direct_step_returns_what_gymenv_returns(env_id, steps, device):
     assert stock["next", "done"].any()  # episode ends (and the resets after them) were compared
 
 
+@pytest.mark.usefixtures("fast_paths_on")
 def test_direct_path_is_taken_and_specs_check():
     env = DirectGymEnv("Hopper-v4")
     assert env._direct_specs() is not None

@@ -206,6 +206,7 @@ def test_several_observation_keys_are_concatenated_in_order():
         torch.testing.assert_close(twin(flat)["action"], out["action"])
 
 
+@pytest.mark.usefixtures("fast_paths_on")  # a test of the speed path itself
 @pytest.mark.parametrize("in_keys", [("observation",), ("pos", ("nested", "vel"))])
 @pytest.mark.parametrize("noise_std", [None, 0.2])
 def test_direct_get_dist_equals_the_generic_path(in_keys, noise_std):

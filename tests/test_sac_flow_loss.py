@@ -121,6 +121,7 @@ def _actor_and_target(loss, td, seed=3):
     return loss_actor.detach(), target
 
 
+@pytest.mark.usefixtures("fast_paths_on")
 @pytest.mark.parametrize("velocity", VELOCITIES)
 def test_actor_holds_the_loss_parameters_and_swap_is_skipped(velocity):
     loss = _loss(velocity)
@@ -385,6 +386,7 @@ def test_flow_matching_loss_contract_and_learning():
         FlowMatchingLoss(_gaussian_actor())
 
 
+@pytest.mark.usefixtures("fast_paths_on")
 def test_flow_matching_and_sac_losses_sharing_one_actor_stay_correct():
     # the offline-to-online recipe builds both losses on the same actor; the second one takes the
     # tensors the first one bound, so both skip the parameter swap and compute what they computed alone
@@ -414,6 +416,7 @@ def _gaussian_direct_actor():
     return make_gaussian_actor(_spec(), N_OBS, num_cells=(32,))
 
 
+@pytest.mark.usefixtures("fast_paths_on")
 @pytest.mark.parametrize("policy", ["transformer", "gru", "gaussian"])
 @pytest.mark.parametrize("weighted", [False, True])
 def test_critic_and_actor_losses_match_torchrl_sacloss(policy, weighted):

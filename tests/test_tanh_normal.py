@@ -3,7 +3,10 @@ import pytest
 import torch
 from torchrl.modules import TanhNormal
 
-from torchrl_sacflow.modules.tanh_normal import FusedTanhNormal
+from torchrl_sacflow._fast.tanh_normal import FusedTanhNormal
+
+# tests of the speed path itself: run with it on also under --fast-paths off
+pytestmark = pytest.mark.usefixtures("fast_paths_on")
 
 
 def _params(seed=0, shape=(6, 3)):
@@ -72,7 +75,7 @@ def test_unfused_configurations_use_the_parent():
 def test_safe_tanh_matches_torchrl_values_and_gradients_including_saturation():
     from torchrl.modules.distributions.utils import safetanh_noeps
 
-    from torchrl_sacflow.modules.tanh_normal import safe_tanh
+    from torchrl_sacflow._fast.tanh_normal import safe_tanh
 
     x = torch.cat([torch.linspace(-30, 30, 61), torch.randn(40)]).requires_grad_()
     outs = []

@@ -342,6 +342,7 @@ def test_replay_buffer_survives_two_checkpoint_round_trips(tmp_path):
     assert torch.equal(c["rb"][40:]["observation"], _batch(10, seed=5)["observation"])
 
 
+@pytest.mark.usefixtures("fast_paths_on")  # a test of the speed path itself
 @pytest.mark.parametrize("policy", ["gaussian", "flow_g"])
 def test_compiled_update_matches_eager_and_runs_the_critics_between_two_graphs(policy):
     """``SACUpdate(compile=True)``: the actor's draw and loss compiled around eager critics, the

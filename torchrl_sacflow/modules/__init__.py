@@ -1,5 +1,5 @@
-from torchrl_sacflow.modules.direct_actor import DirectProbabilisticActor
-from torchrl_sacflow.modules.tanh_normal import FusedTanhNormal
+from torchrl_sacflow._fast.direct_actor import DirectProbabilisticActor
+from torchrl_sacflow._fast.tanh_normal import FusedTanhNormal
 from torchrl_sacflow.modules.flow_actor import (
     FlowActor,
     FlowPathDistribution,

@@ -33,7 +33,7 @@ from torch.distributions import Distribution
 from torchrl.data import Bounded, TensorSpec
 from torchrl.modules import ProbabilisticActor
 
-from torchrl_sacflow.modules.direct_actor import DirectProbabilisticActor
+from torchrl_sacflow._fast.direct_actor import DirectProbabilisticActor
 from torchrl_sacflow.modules.velocity import (
     GatedVelocity,
     MLPVelocity,

@@ -10,7 +10,7 @@ from tensordict.utils import NestedKey
 from torchrl.objectives import LossModule
 
 from torchrl_sacflow.modules.flow_actor import FlowRollout, FlowStateModule
-from torchrl_sacflow.objectives._actor_binding import BoundActorParams
+from torchrl_sacflow._fast.actor_binding import BoundActorParams
 
 __all__ = ["FlowMatchingLoss"]
 

@@ -17,7 +17,7 @@ from torchrl_sacflow.modules import (
     make_flow_actor,
 )
 from torchrl_sacflow.modules.flow_actor import LOG_PROB_KINDS, NOISE_SCALES, SIGMA_HEADS
-from torchrl_sacflow.modules.tanh_normal import FusedTanhNormal
+from torchrl_sacflow._fast.tanh_normal import FusedTanhNormal
 from torchrl_sacflow.training.errors import ConfigError
 
 __all__ = ["POLICY_KINDS", "FLOW_VELOCITIES", "make_gaussian_actor", "make_policy", "check_policy_config"]
@@ -43,7 +43,7 @@ def make_gaussian_actor(
     the usual change-of-variables density, and its target entropy is ``-|A|`` (``"auto"``). Built
     as a :class:`~torchrl_sacflow.modules.DirectProbabilisticActor` (a ``ProbabilisticActor`` whose
     everyday calls skip TensorDict's generic plumbing), like the flow actors, with TorchRL's
-    ``TanhNormal`` as :class:`~torchrl_sacflow.modules.tanh_normal.FusedTanhNormal` (the same
+    ``TanhNormal`` as :class:`~torchrl_sacflow._fast.tanh_normal.FusedTanhNormal` (the same
     distribution, its draw-and-score call written out in one pass).
     """
     action_dim = int(action_spec.shape[-1])

@@ -30,6 +30,8 @@ from torchrl.modules import TanhNormal
 from torchrl.modules.distributions.continuous import SafeTanhTransform
 from torchrl.modules.distributions.utils import safetanh_noeps
 
+from torchrl_sacflow import _fast
+
 __all__ = ["FusedTanhNormal"]
 
 _HALF_LOG_2PI = math.log(math.sqrt(2 * math.pi))
@@ -114,7 +116,7 @@ class FusedTanhNormal(TanhNormal):
     def __init__(self, loc, scale, upscale=5.0, low=-1.0, high=1.0, event_dims=None, tanh_loc=False,
                  safe_tanh=True):
         key = bounds = None
-        if isinstance(loc, torch.Tensor) and isinstance(scale, torch.Tensor) and scale.device == loc.device \
+        if _fast.enabled() and isinstance(loc, torch.Tensor) and isinstance(scale, torch.Tensor) and scale.device == loc.device \
                 and isinstance(upscale, (int, float)) and not torch.compiler.is_compiling():
             low_key, high_key = _bound_key(low), _bound_key(high)
             if low_key is not None and high_key is not None:
@@ -217,7 +219,7 @@ class FusedTanhNormal(TanhNormal):
         return action, log_prob
 
     def _fusable(self) -> bool:
-        if self.tanh_loc or self._event_dims != 1:
+        if not _fast.enabled() or self.tanh_loc or self._event_dims != 1:
             return False
         t = self.transforms[0] if len(self.transforms) == 1 else None
         parts = getattr(t, "parts", None)

@@ -12,8 +12,10 @@ same modules, same state dict, same entries written). When it has the standard t
 (a plain ``TensorDictModule`` computing the distribution parameters, then the probabilistic
 module) and nothing could make the generic path behave differently (hooks, ``tensordict_out``,
 keyword calls, ``skip_existing``, a seeded generator, ``num_samples``, composite distributions,
-``safe`` projection, interaction types other than random/deterministic), ``forward`` and
-``get_dist`` compute the same thing directly. Otherwise they defer to the parent.
+``safe`` projection, interaction types other than random/deterministic, any attribute outside the
+allow-list of what TorchRL 0.14 sets), ``forward`` and ``get_dist`` compute the same thing
+directly. Otherwise — and always with the speed paths off (:mod:`torchrl_sacflow._fast`) — they
+defer to the parent.
 """
 from __future__ import annotations
 
@@ -34,10 +36,44 @@ from torchrl.modules import ProbabilisticActor
 from torchrl.modules.distributions.utils import sample_and_log_prob
 from torchrl.modules.tensordict_module.probabilistic import SafeProbabilisticModule
 
+from torchrl_sacflow import _fast
+
 __all__ = ["DirectProbabilisticActor"]
 
 _PLAIN_PROB_MODULES = (SafeProbabilisticModule, ProbabilisticTensorDictModule)
 _DIRECT_INTERACTIONS = (InteractionType.RANDOM, InteractionType.DETERMINISTIC)
+
+
+# The allow-list: every attribute the three modules may carry, as TorchRL 0.14 / tensordict 0.14
+# set them (besides nn.Module's own). An attribute not listed here (a new constructor option of a
+# later version) sends the call to the parent's generic path, which knows what it means. The
+# values of the listed ones that change behaviour are checked in _direct_parts.
+_NN_MODULE_ATTRS = frozenset(vars(torch.nn.Module()))
+_KNOWN_ATTRS = {
+    "actor": _NN_MODULE_ATTRS | {"_complete_out_keys", "_det_part", "_get_kwargs", "_in_keys", "_kwargs",
+                                 "_ordered_dict", "_out_keys", "_out_keys_apparent", "_requires_sample", "_spec",
+                                 "inplace", "method", "method_kwargs", "partial_tolerant", "return_composite",
+                                 "safe", "strict"},
+    "params": _NN_MODULE_ATTRS | {"_get_kwargs", "_in_keys", "_kwargs", "_out_keys", "_out_keys_apparent", "inplace",
+                                  "method", "method_kwargs", "strict"},
+    "prob": _NN_MODULE_ATTRS | {"_composite_lp_aggreate_at_init", "_dist", "_generator", "_generator_key",
+                                "_in_keys", "_log_prob_key", "_log_prob_keys", "_out_keys", "_spec",
+                                "_trigger_warning_lpk", "cache_dist", "default_interaction_type", "dist_keys",
+                                "distribution_class", "distribution_kwargs", "n_empirical_estimate", "num_samples",
+                                "return_log_prob", "safe"},
+}
+
+
+def _only_known_settings(actor: ProbabilisticActor) -> bool:
+    """Whether the actor, its parameter module and its probabilistic module carry only allow-listed
+    attributes, with the behaviour-changing ones at the values the direct path reproduces."""
+    if len(actor.module) != 2:
+        return False
+    parts = {"actor": actor, "params": actor.module[0], "prob": actor.module[1]}
+    if any(not set(vars(m)) <= _KNOWN_ATTRS[name] for name, m in parts.items()):
+        return False
+    prob = parts["prob"]
+    return not actor.partial_tolerant and not getattr(prob, "cache_dist", False)
 
 
 class DirectProbabilisticActor(ProbabilisticActor):
@@ -62,6 +98,8 @@ class DirectProbabilisticActor(ProbabilisticActor):
 
     def _direct_parts(self) -> tuple[TensorDictModule, torch.nn.Module, ProbabilisticTensorDictModule] | None:
         """``(params module, its nn.Module, probabilistic module)`` if the direct path applies."""
+        if not _fast.enabled() or not _only_known_settings(self):
+            return None
         if self.return_composite or not self._requires_sample or len(self.module) != 2 \
                 or self._select_before_return or self.inplace not in (None, True):
             return None

@@ -5,6 +5,8 @@ import contextlib
 
 from torch import Tensor
 
+from torchrl_sacflow import _fast
+
 __all__ = ["BoundActorParams"]
 
 
@@ -34,7 +36,7 @@ class BoundActorParams:
 
     def _actor_params(self):
         """``actor_network_params.to_module(actor_network)``, skipped when the actor already holds them."""
-        slots = getattr(self, "_actor_slots", None)
+        slots = getattr(self, "_actor_slots", None) if _fast.enabled() else None
         if slots is not None and all(table.get(name) is tensor for table, name, tensor in slots):
             return contextlib.nullcontext()
         return self.actor_network_params.to_module(self.actor_network, preserve_module_state=False)

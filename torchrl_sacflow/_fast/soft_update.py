@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 from torchrl.objectives import SoftUpdate
 
+from torchrl_sacflow import _fast
+
 __all__ = ["FusedSoftUpdate"]
 
 
@@ -55,6 +57,8 @@ class FusedSoftUpdate(SoftUpdate):
         return target_list, source_list
 
     def step(self) -> None:
+        if not _fast.enabled():
+            return super().step()
         if not self.initialized:
             raise Exception(
                 f"{self.__class__.__name__} must be "
