@@ -12,6 +12,8 @@ from tensordict import TensorDict, TensorDictBase
 from torchrl.objectives import LossModule
 from torchrl.objectives.utils import TargetNetUpdater
 
+from torchrl_sacflow import _fast
+from torchrl_sacflow._fast.optim import _prefer_fused_adam
 from torchrl_sacflow.objectives.sac_flow import SACFlowLoss
 
 __all__ = ["SACUpdate", "compile_options"]
@@ -31,36 +33,6 @@ def compile_options(mode: str | None = None) -> dict[str, Any]:
     options = dict(list_mode_options(mode)) if mode not in (None, "default") else {}
     options["fallback_random"] = True
     return options
-
-_FUSED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-
-
-def _prefer_fused_adam(optimizer: torch.optim.Optimizer) -> bool:
-    """Switch an ``Adam``/``AdamW`` left at PyTorch's default implementation to its fused kernel.
-
-    Same update rule, one kernel for all tensors instead of ~10 ops per tensor: on CPU the default
-    is the per-tensor loop, which costs ~3 ms per step for Flow-T's 53 actor tensors (0.7 ms fused).
-    Optimizers configured explicitly (``foreach``/``fused``/``differentiable``/``capturable`` set),
-    of another class, or holding tensors the fused kernel does not take are left alone. Returns
-    whether it switched. (A checkpoint's ``load_state_dict`` restores the saved flags.)
-    """
-    if type(optimizer) not in (torch.optim.Adam, torch.optim.AdamW):
-        return False
-    groups = optimizer.param_groups
-    if any(
-        g.get("foreach") is not None or g.get("fused") or g.get("differentiable") or g.get("capturable")
-        for g in groups
-    ):
-        return False
-    params = [p for g in groups for p in g["params"]]
-    if not params or any(p.device.type != "cpu" or p.dtype not in _FUSED_DTYPES for p in params):
-        return False  # (CUDA is left to the caller: capturable/CUDA-graph setups want their own flags)
-    for g in groups:
-        g["fused"], g["foreach"] = True, False
-    optimizer.defaults["fused"], optimizer.defaults["foreach"] = True, False
-    optimizer._step_supports_amp_scaling = True
-    return True
-
 
 class SACUpdate:
     """A callable SAC update ``batch -> TensorDict`` of detached scalar metrics.
@@ -86,7 +58,8 @@ class SACUpdate:
             compiled code). Default ``False``.
         fused_adam (bool): run CPU ``Adam``/``AdamW`` optimizers that were built with PyTorch's
             default implementation with the fused kernel instead (same update rule, rounding-level
-            differences; much less per-tensor overhead). Default ``True``.
+            differences; much less per-tensor overhead). Default ``True``; a speed path, so off
+            with :mod:`torchrl_sacflow._fast` switched off.
 
     Returns (per call):
         ``TensorDict`` with ``loss_qvalue``, ``loss_actor``, ``loss_alpha``, ``alpha``, ``entropy``
@@ -120,7 +93,7 @@ class SACUpdate:
         self.target_updater = target_updater
         self.policy_delay = int(policy_delay)
         self.num_calls = 0
-        if fused_adam:
+        if fused_adam and _fast.enabled():
             for optimizer in (actor_optim, critic_optim, alpha_optim):
                 if optimizer is not None:
                     _prefer_fused_adam(optimizer)
