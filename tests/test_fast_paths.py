@@ -132,3 +132,20 @@ def test_policy_acts_the_same_with_the_switch_off():
             slow = actor(td.clone())
     torch.testing.assert_close(fast["action"], slow["action"])
     torch.testing.assert_close(fast["action_log_prob"], slow["action_log_prob"])
+
+
+def test_fused_adam_follows_the_switch():
+    from torchrl_sacflow.training import SACUpdate
+
+    def optimizers():
+        params = [torch.nn.Parameter(torch.zeros(3))]
+        return torch.optim.Adam(params), torch.optim.Adam([torch.nn.Parameter(torch.zeros(2))])
+
+    loss = SACFlowLoss(make_flow_actor(SPEC, OBS), make_qvalue(OBS, ACT, num_cells=(8,)))
+    actor_opt, critic_opt = optimizers()
+    SACUpdate(loss, actor_optim=actor_opt, critic_optim=critic_opt)
+    assert actor_opt.param_groups[0]["fused"] and critic_opt.defaults["fused"]
+    with _fast.disabled():
+        actor_opt, critic_opt = optimizers()
+        SACUpdate(loss, actor_optim=actor_opt, critic_optim=critic_opt)
+    assert not actor_opt.param_groups[0]["fused"]
