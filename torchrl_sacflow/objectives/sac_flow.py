@@ -210,14 +210,15 @@ class SACFlowLoss(FastSACLoss):
         Returns the reduced loss and a metadata dict with the (detached) ``log_prob``, and
         ``proximity`` / ``path_grad_norm`` when those are on.
         """
-        a_reparm, log_prob, dist = self._actor_draw(tensordict)
-        min_q = self._actor_min_q(tensordict, a_reparm)
-        return self._actor_objective(tensordict, a_reparm, log_prob, min_q, dist)
+        a_reparm, log_prob, dist = self.actor_draw(tensordict)
+        min_q = self.actor_min_q(tensordict, a_reparm)
+        return self.actor_objective(tensordict, a_reparm, log_prob, min_q, dist)
 
-    # The actor loss in three parts, so that a compiled training step can run the middle one (the
-    # detached critics, kept out of compiled graphs: see _MLPEnsemble.q) between two compiled
-    # regions instead of breaking a compiled actor_loss four frames deep (SACUpdate does).
-    def _actor_draw(self, tensordict: TensorDictBase) -> tuple[Tensor, Tensor, Any]:
+    # The actor loss in three public parts (draw → critic value → objective): a training step
+    # may run them separately, e.g. SACUpdate compiles the first and the last and runs the
+    # detached critics (kept out of compiled graphs: see _fast/sac_loss.py) eagerly between them,
+    # instead of breaking a compiled actor_loss four frames deep.
+    def actor_draw(self, tensordict: TensorDictBase) -> tuple[Tensor, Tensor, Any]:
         """``(a_θ, log p(path_θ|s), distribution)``: one reparameterised draw of the actor."""
         # the actor's batch-renorm layers (if any) use and update batch statistics only here
         with set_exploration_type(ExplorationType.RANDOM), self._actor_params(), _record_path(
@@ -229,11 +230,11 @@ class SACFlowLoss(FastSACLoss):
             a_reparm, log_prob = compute_rsample_log_prob(dist)
         return a_reparm, log_prob, dist
 
-    def _actor_min_q(self, tensordict: TensorDictBase, action: Tensor) -> Tensor:
+    def actor_min_q(self, tensordict: TensorDictBase, action: Tensor) -> Tensor:
         """``min_j Q_j(s, a)`` under the detached critic parameters."""
         return self._q_tensors(tensordict, self._cached_detached_qvalue_params, action).min(0)[0]
 
-    def _actor_objective(self, tensordict: TensorDictBase, a_reparm: Tensor, log_prob: Tensor, min_q: Tensor,
+    def actor_objective(self, tensordict: TensorDictBase, a_reparm: Tensor, log_prob: Tensor, min_q: Tensor,
                          dist=None) -> tuple[Tensor, dict[str, Tensor]]:
         """The reduced actor loss from the draw and its critic value (``dist`` for path grad norms)."""
         weights = self._maybe_get_priority_weight(tensordict)

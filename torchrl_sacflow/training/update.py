@@ -126,16 +126,16 @@ class SACUpdate:
             and getattr(loss, "_ensemble", None) is not None and not loss.log_path_grad_norms
 
     def _actor_draw(self, batch: TensorDictBase) -> tuple[torch.Tensor, torch.Tensor]:
-        action, log_prob, _ = self.loss_module._actor_draw(batch)
+        action, log_prob, _ = self.loss_module.actor_draw(batch)
         return action, log_prob
 
     def _actor_tail(self, batch: TensorDictBase, action: torch.Tensor, log_prob: torch.Tensor,
                     min_q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return self._reduce_actor(*self.loss_module._actor_objective(batch, action, log_prob, min_q))
+        return self._reduce_actor(*self.loss_module.actor_objective(batch, action, log_prob, min_q))
 
     def _split_actor_losses(self, batch: TensorDictBase) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         action, log_prob = self._actor_draw_compiled(batch)
-        min_q = self.loss_module._actor_min_q(batch, action)
+        min_q = self.loss_module.actor_min_q(batch, action)
         return self._actor_tail_compiled(batch, action, log_prob, min_q)
 
     def _critic_losses(self, batch: TensorDictBase) -> torch.Tensor:
