@@ -104,29 +104,32 @@ def _alive_pid(pid_file: Path) -> int | None:
     return pid if _Adopted(pid).poll() is None else None
 
 
-def run(args: argparse.Namespace) -> None:
-    # seed-major; after the first seed the cheaper Gaussian runs go first, so that more rows have
-    # more seeds when the sweep is cut short
-    jobs = [(p, c, s) for i, s in enumerate(args.seeds) for p in (POLICIES if i == 0 else POLICIES[::-1])
-            for c in CRITICS]
-    pending = [j for j in jobs if not _finished(run_dir_for(args.env, *j))]
+def run_jobs(jobs: list, *, run_dir_for, args_for, parallel: int, threads: int = 1, on_done=None) -> None:
+    """Run ``python -m recipes.train_mujoco <args_for(job)>`` for each job, ``parallel`` at a time.
+
+    A job whose run dir (``run_dir_for(job)``) holds a finished run is skipped; one still running
+    from an earlier driver (its ``<run>.pid``) is waited for, not restarted; anything else starts
+    from scratch. Each run gets ``threads`` torch threads and a ``<run>.log`` beside its dir;
+    ``on_done(job)`` is called as each one ends.
+    """
+    pending = [j for j in jobs if not _finished(run_dir_for(j))]
     running: list[tuple[subprocess.Popen | _Adopted, tuple]] = []
     for job in list(pending):  # still running from an earlier (killed) driver: wait for it, don't restart it
-        run_dir = run_dir_for(args.env, *job)
+        run_dir = run_dir_for(job)
         pid = _alive_pid(run_dir.parent / f"{run_dir.name}.pid")
         if pid is not None:
             pending.remove(job)
             running.append((_Adopted(pid), job))
             print(f"[adopt] {job} pid {pid}", flush=True)
-    env_vars = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    env_vars = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     while pending or running:
-        while pending and len(running) < args.parallel:
+        while pending and len(running) < parallel:
             job = pending.pop(0)
-            run_dir = run_dir_for(args.env, *job)
+            run_dir = run_dir_for(job)
             if run_dir.exists():
                 shutil.rmtree(run_dir)
             run_dir.parent.mkdir(parents=True, exist_ok=True)
-            cmd = [sys.executable, "-m", "recipes.train_mujoco", *recipe_args(args.env, *job, args.overrides)]
+            cmd = [sys.executable, "-m", "recipes.train_mujoco", *args_for(job)]
             log = open(run_dir.parent / f"{run_dir.name}.log", "w")
             print(f"[start {time.strftime('%H:%M:%S')}] {shlex.join(cmd[1:])}", flush=True)
             proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env_vars)
@@ -137,7 +140,18 @@ def run(args: argparse.Namespace) -> None:
             if proc.poll() is not None:
                 running.remove((proc, job))
                 print(f"[done {time.strftime('%H:%M:%S')}] {job} pid {proc.pid} rc={proc.returncode}", flush=True)
-                report(args)
+                if on_done is not None:
+                    on_done(job)
+
+
+def run(args: argparse.Namespace) -> None:
+    # seed-major; after the first seed the cheaper Gaussian runs go first, so that more rows have
+    # more seeds when the sweep is cut short
+    jobs = [(p, c, s) for i, s in enumerate(args.seeds) for p in (POLICIES if i == 0 else POLICIES[::-1])
+            for c in CRITICS]
+    run_jobs(jobs, run_dir_for=lambda job: run_dir_for(args.env, *job),
+             args_for=lambda job: recipe_args(args.env, *job, args.overrides), parallel=args.parallel,
+             on_done=lambda job: report(args))
 
 
 def _runs(env: str) -> dict[tuple[str, str], list[Path]]:

@@ -27,12 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shlex
-import shutil
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from critics import _Adopted, _alive_pid, _finished  # noqa: E402
+from critics import _finished, run_jobs  # noqa: E402
 
 from torchrl_sacflow.training import read_csv_scalar  # noqa: E402
 
@@ -118,43 +113,28 @@ def measure(run_dir: Path) -> dict:
 def run(args: argparse.Namespace) -> None:
     results = load_results()
     jobs = [(row, s) for s in args.seeds for row in args.rows]  # seed-major: every row gets a seed first
-    pending = [j for j in jobs if _key(args.frames, *j) not in results]
-    running: list[tuple] = []
-    for job in list(pending):
-        run_dir = run_dir_for(args.frames, *job)
-        if _finished(run_dir):  # finished but not recorded (driver killed in between)
-            record(args.frames, *job)
-            pending.remove(job)
+    pending = []
+    for job in jobs:
+        if _key(args.frames, *job) in results:
             continue
-        pid = _alive_pid(run_dir.parent / f"{run_dir.name}.pid")
-        if pid is not None:
-            pending.remove(job)
-            running.append((_Adopted(pid), job))
-            print(f"[adopt] {job} pid {pid}", flush=True)
-    env_vars = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
-    while pending or running:
-        while pending and len(running) < args.parallel:
-            row, seed = job = pending.pop(0)
-            run_dir = run_dir_for(args.frames, *job)
-            if run_dir.exists():
-                shutil.rmtree(run_dir)
-            run_dir.parent.mkdir(parents=True, exist_ok=True)
-            cmd = [sys.executable, "-m", "recipes.train_mujoco", *BASE, *ROWS[row][0], f"seed={seed}",
-                   f"threads={args.threads}", f"collector.total_frames={args.frames}", *args.overrides,
-                   f"hydra.run.dir={run_dir}"]
-            log = open(run_dir.parent / f"{run_dir.name}.log", "w")
-            print(f"[start {time.strftime('%H:%M:%S')}] {shlex.join(cmd[1:])}", flush=True)
-            proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env_vars)
-            (run_dir.parent / f"{run_dir.name}.pid").write_text(str(proc.pid))
-            running.append((proc, job))
-        time.sleep(10)
-        for proc, job in list(running):
-            if proc.poll() is not None:
-                running.remove((proc, job))
-                print(f"[done {time.strftime('%H:%M:%S')}] {job} rc={proc.returncode}", flush=True)
-                if _finished(run_dir_for(args.frames, *job)):
-                    record(args.frames, *job)
-                    report(args)
+        if _finished(run_dir_for(args.frames, *job)):  # finished but not recorded (driver killed in between)
+            record(args.frames, *job)
+        else:
+            pending.append(job)
+
+    def args_for(job) -> list[str]:
+        row, seed = job
+        return [*BASE, *ROWS[row][0], f"seed={seed}", f"threads={args.threads}",
+                f"collector.total_frames={args.frames}", *args.overrides,
+                f"hydra.run.dir={run_dir_for(args.frames, row, seed)}"]
+
+    def on_done(job) -> None:
+        if _finished(run_dir_for(args.frames, *job)):
+            record(args.frames, *job)
+            report(args)
+
+    run_jobs(pending, run_dir_for=lambda job: run_dir_for(args.frames, *job), args_for=args_for,
+             parallel=args.parallel, threads=args.threads, on_done=on_done)
 
 
 def record(frames: int, row: str, seed: int) -> None:
