@@ -152,19 +152,8 @@ class CrossQFlowLoss(SACFlowLoss):
     default_keys = _AcceptedKeys
     tensor_keys: _AcceptedKeys
 
-    def __init__(
-        self,
-        actor_network,
-        qvalue_network,
-        *,
-        num_qvalue_nets: int = 2,
-        loss_function: str = "l2",
-        alpha_init: float = 0.2,
-        target_entropy: str | float = 0.0,
-        proximity_coef: float | None = None,
-        log_path_grad_norms: bool = False,
-        **kwargs,
-    ) -> None:
+    def __init__(self, actor_network, qvalue_network, **kwargs) -> None:
+        # the keywords and defaults are SACFlowLoss's (target entropy 0, α 0.2, l2, two critics)
         if kwargs.pop("delay_qvalue", False):
             raise ValueError(
                 "CrossQFlowLoss has no target critic (CrossQ); use SACFlowLoss for a target network"
@@ -174,18 +163,7 @@ class CrossQFlowLoss(SACFlowLoss):
                 "skip_done_states is not supported by CrossQFlowLoss: every next state is part of "
                 "the joint critic batch"
             )
-        super().__init__(
-            actor_network,
-            qvalue_network,
-            num_qvalue_nets=num_qvalue_nets,
-            loss_function=loss_function,
-            alpha_init=alpha_init,
-            target_entropy=target_entropy,
-            proximity_coef=proximity_coef,
-            log_path_grad_norms=log_path_grad_norms,
-            delay_qvalue=False,
-            **kwargs,
-        )
+        super().__init__(actor_network, qvalue_network, delay_qvalue=False, **kwargs)
 
     def _set_in_keys(self):
         super()._set_in_keys()
