@@ -26,14 +26,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-VARIANTS = {"flow_t": "transformer", "flow_g": "gru", "flow_mlp": "mlp"}
+VARIANTS = ("flow_t", "flow_g", "flow_mlp")  # the policy group options
 QUICK = ["pretrain_steps=200", "online_frames=40", "frames_per_batch=20", "eval.interval=20",
          "eval.num_episodes=2", "max_episode_steps=60", "scripted_episodes=4"]
 
 
 def run_one(variant: str, seed: int, runs_dir: Path, overrides: list[str]) -> dict:
     run_dir = runs_dir / f"{variant}_seed{seed}"
-    cmd = [sys.executable, "-m", "recipes.train_robomimic", f"velocity={VARIANTS[variant]}", f"seed={seed}",
+    cmd = [sys.executable, "-m", "recipes.train_robomimic", f"policy={variant}", f"seed={seed}",
            "threads=1", "logger.progress_bar=false", *overrides, f"hydra.run.dir={run_dir}"]
     run_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -82,7 +82,7 @@ def write_report(results: list[dict], args, command: str, out_md: Path, out_png:
         "",
         f"Setting (recipe defaults unless overridden): dataset `{config['env']['dataset']}` "
         f"({config['scripted_episodes']} scripted demos when generated), action chunk h={config['action_chunk']}, "
-        f"K={config['num_steps']}, σ={config['noise_std']}, {config['pretrain_steps']} flow-matching steps, "
+        f"K={config['policy']['num_steps']}, σ={config['policy']['noise_std']}, {config['pretrain_steps']} flow-matching steps, "
         f"{config['offline_steps']} offline SAC steps, {config['online_frames']} online env steps "
         f"(= {config['online_frames'] * config['action_chunk']} primitive steps), batch {config['batch_size']}, "
         f"β online {config['beta']['online_start']}→{config['beta']['online_end']}, offline fraction "
@@ -129,7 +129,7 @@ def write_report(results: list[dict], args, command: str, out_md: Path, out_png:
         "```",
         "",
         "or a single run: `python -m recipes.train_robomimic dataset=/path/to/lift/mh/low_dim.hdf5 "
-        "max_episode_steps=500 velocity=gru seed=0` (add the budgets above). `task=can` / `task=square` "
+        "max_episode_steps=500 policy=flow_g seed=0` (add the budgets above). `task=can` / `task=square` "
         "with the matching files; the env is rebuilt from each file's `env_args`.",
     ]
     out_md.write_text("\n".join(lines) + "\n")

@@ -1,9 +1,9 @@
 """SAC Flow offline-to-online on Robomimic, assembled from TorchRL parts (docs/algorithm.md §4).
 
     python -m recipes.train_robomimic                                  # Flow-T, scripted Lift, ~10 min on 2 cores
-    python -m recipes.train_robomimic velocity=gru seed=1              # Flow-G
+    python -m recipes.train_robomimic policy=flow_g seed=1             # Flow-G
     python -m recipes.train_robomimic dataset=/data/lift/mh/low_dim.hdf5 max_episode_steps=500
-    python -m recipes.train_robomimic velocity=gru seed=1 resume=outputs/<run dir>
+    python -m recipes.train_robomimic policy=flow_g seed=1 resume=outputs/<run dir>
 
 Three phases on one actor, each resumable from its checkpoint: flow-matching pre-training on the
 demonstrations; optional offline SAC Flow updates on them (β = ``beta.offline``); online SAC Flow
@@ -15,14 +15,13 @@ discounted reward, so the critic target uses γ^h (offline chunks are built the 
 from __future__ import annotations
 
 import functools
+import sys
 import json
 import math
-import random
 import time
 from pathlib import Path
 
 import hydra
-import numpy as np
 import torch
 import tqdm
 from hydra.core.hydra_config import HydraConfig
@@ -33,6 +32,7 @@ from torchrl_sacflow.robomimic import make_robomimic_env
 from torchrl_sacflow.training import (
     ConfigError,
     SACUpdate,
+    check_group_choices,
     check_resume,
     config_fingerprint,
     exit_on_config_error,
@@ -43,12 +43,13 @@ from torchrl_sacflow.training import (
     make_logger,
     make_optimizers,
     make_policy,
+    resolve_device,
     round_up_frames,
     save_checkpoint,
+    seed_everything,
     set_learner_threads,
 )
 from torchrl_sacflow.training.offline_online import (
-    VELOCITY_NAMES,
     FlowMatchingUpdate,
     LinearSchedule,
     MixedReplayBuffer,
@@ -64,6 +65,8 @@ from torchrl_sacflow.training.offline_online import (
 )
 from torchrl_sacflow.training.signals import INTERRUPTED_EXIT_CODE, StopOnSignal
 
+CONFIG_DIR = Path(__file__).resolve().parent / "config"
+
 
 def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     """Run (or, with ``resume``, continue) one offline-to-online run in ``run_dir``; return a summary."""
@@ -76,9 +79,6 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     # What a checkpoint must agree on: the data/env (incl. h, γ) and every network-shaping setting
     c["env"] = {"id": f"robomimic-{c['task']}", "dataset": str(dataset.resolve()), "action_chunk": h,
                 "gamma": c["gamma"], "obs_keys": c["obs_keys"], "filter_key": c["filter_key"]}
-    c["policy"] = {"name": VELOCITY_NAMES[c["velocity"]], "kind": "flow", "velocity": c["velocity"],
-                   "num_steps": c["num_steps"], "noise_std": float(c["noise_std"]),
-                   "velocity_kwargs": c["velocity_kwargs"][c["velocity"]]}
     fingerprint = config_fingerprint(c)
     if c["resume"]:
         resume_meta = check_resume(c["resume"], fingerprint)
@@ -87,9 +87,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(OmegaConf.create(c), run_dir / "config.yaml")
     set_learner_threads(c["threads"], 1)
-    device = torch.device("cuda" if c["device"] == "auto" and torch.cuda.is_available() else
-                          "cpu" if c["device"] == "auto" else c["device"])
-    torch.manual_seed(c["seed"]), np.random.seed(c["seed"]), random.seed(c["seed"])
+    device = resolve_device(c["device"])
+    seed_everything(c["seed"])
 
     # Demonstrations (chunked like the env's steps), envs, actor, chunk critic + loss, updates, buffers
     offline = load_offline_data(dataset, obs_keys=c["obs_keys"], action_chunk=h, gamma=c["gamma"],
@@ -307,4 +306,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    with exit_on_config_error("train_robomimic"):  # `policy=<unknown>`: one line, before hydra composes
+        check_group_choices([a for a in sys.argv[1:] if a.startswith("policy=")], CONFIG_DIR)
     main()

@@ -31,9 +31,12 @@ pytest.importorskip("robosuite")
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO / "recipes" / "config"
+TINY_POLICY = {  # small networks for each policy group option
+    "flow_t": ["policy.velocity_kwargs.d_model=16", "policy.velocity_kwargs.num_heads=2",
+               "policy.velocity_kwargs.num_layers=1"],
+    "flow_g": ["policy.velocity_kwargs.hidden_sizes=[16]"],
+}
 TINY = [
-    "velocity_kwargs.transformer.d_model=16", "velocity_kwargs.transformer.num_heads=2",
-    "velocity_kwargs.transformer.num_layers=1", "velocity_kwargs.gru.hidden_sizes=[16]",
     "critic.num_cells=[32,32]", "batch_size=16", "pretrain_steps=20", "offline_steps=4",
     "frames_per_batch=4", "max_episode_steps=10", "eval.num_episodes=1", "eval.interval=4",
     "logger.log_interval=10", "logger.progress_bar=false", "threads=1",
@@ -52,8 +55,9 @@ def lift_file(tmp_path_factory) -> Path:
 def _train(lift_file: Path, run_dir: Path, *overrides: str) -> dict:
     from recipes.train_robomimic import train
 
+    policy = next((o.split("=", 1)[1] for o in overrides if o.startswith("policy=")), "flow_t")
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose("train_robomimic", overrides=[f"dataset={lift_file}", *TINY, *overrides])
+        cfg = compose("train_robomimic", overrides=[f"dataset={lift_file}", *overrides, *TINY, *TINY_POLICY[policy]])
     return train(cfg, run_dir)
 
 
@@ -65,7 +69,7 @@ def _run_cli(*overrides: str, tmp_path: Path) -> subprocess.CompletedProcess:
 
 
 def test_pretrain_then_finetune_logs_success_rate(lift_file, tmp_path):
-    summary = _train(lift_file, tmp_path / "run", "online_frames=8", "action_chunk=2", "velocity=gru")
+    summary = _train(lift_file, tmp_path / "run", "online_frames=8", "action_chunk=2", "policy=flow_g")
     steps, success = read_csv_scalar(tmp_path / "run", "eval/success_rate")
     assert steps == [0, 4, 8] and all(0.0 <= s <= 1.0 for s in success)
     pre_steps, pre_loss = read_csv_scalar(tmp_path / "run", "pretrain/loss_flow_matching")
@@ -116,7 +120,7 @@ def test_resume_restores_frame_counter(lift_file, tmp_path):
     assert read_csv_scalar(run, "pretrain/loss_flow_matching")[0] == [10, 20]
     # a different network config, or another size of the saved online buffer, cannot resume this run
     with pytest.raises(ConfigError, match="another env/policy/critic config"):
-        _train(lift_file, tmp_path / "third", "online_frames=12", "num_steps=2", f"resume={run}")
+        _train(lift_file, tmp_path / "third", "online_frames=12", "policy.num_steps=2", f"resume={run}")
     with pytest.raises(ConfigError, match="pass online_buffer_size=100000 to resume it"):
         _train(lift_file, tmp_path / "fourth", "online_frames=12", "online_buffer_size=50", f"resume={run}")
 
@@ -147,8 +151,9 @@ def test_mixed_buffer_takes_exact_offline_share():
     [
         (["dataset={missing}"], "Robomimic dataset not found"),
         (["dataset={broken}"], "is not an HDF5 file"),
-        (["dataset={lift}", "num_steps=0"], "num_steps (K, Euler steps) must be an integer >= 1, got 0"),
+        (["dataset={lift}", "policy.num_steps=0"], "policy.num_steps (K, Euler steps) must be an integer >= 1, got 0"),
         (["dataset={lift}", "offline_fraction=1.5"], "offline_fraction must be in [0, 1], got 1.5"),
+        (["dataset={lift}", "policy=flow_x"], "unknown policy 'flow_x': expected one of flow_g, flow_mlp, flow_t"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(lift_file, tmp_path, overrides, message):
@@ -164,11 +169,12 @@ def test_bad_input_exits_2_with_one_line(lift_file, tmp_path, overrides, message
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("noise_std=0", "noise_std (σ, fixed sampling noise) must be > 0"),
-        ("noise_std=-0.1", "noise_std (σ, fixed sampling noise) must be > 0"),
+        ("policy.noise_std=0", "policy.noise_std (σ) must be > 0"),
+        ("policy.noise_std=-0.1", "policy.noise_std (σ) must be > 0"),
         ("action_chunk=0", "action_chunk (h, actions per chunk) must be an integer >= 1"),
         ("offline_fraction=-0.1", "offline_fraction must be in [0, 1]"),
-        ("velocity=lstm", "unknown velocity 'lstm'"),
+        ("policy.velocity=lstm", "unknown policy.velocity 'lstm'"),
+        ("policy.noise_std=null", "policy.noise_std (σ, fixed sampling noise) must be set"),
         ("compile_policy=fast", "compile_policy must be true, false or a torch.compile mode"),
         ("task=can", "records robosuite env 'Lift', not 'PickPlaceCan'"),
     ],

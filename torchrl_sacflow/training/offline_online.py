@@ -34,12 +34,12 @@ from torchrl_sacflow.modules import make_qvalue
 from torchrl_sacflow.objectives import FlowMatchingLoss, FusedSoftUpdate, SACFlowLoss
 from torchrl_sacflow.training.config import check_compile_setting
 from torchrl_sacflow.training.errors import ConfigError
+from torchrl_sacflow.training.policies import check_policy_config
 from torchrl_sacflow.training.loggers import csv_scalar_dir
 from torchrl_sacflow.training.threads import resolve_device
 
 __all__ = [
     "TRANSITION_KEYS",
-    "VELOCITY_NAMES",
     "scripted_dataset_path",
     "resolve_dataset",
     "load_offline_data",
@@ -69,8 +69,6 @@ TRANSITION_KEYS: tuple = (
     ("next", "success"),
 )
 
-#: The ``velocity`` setting and the policy names the plots and the MuJoCo recipe use.
-VELOCITY_NAMES = {"transformer": "flow_t", "gru": "flow_g", "mlp": "flow_mlp"}
 
 
 # -- data --------------------------------------------------------------------------------------
@@ -343,12 +341,11 @@ def _number(cfg: Mapping[str, Any], key: str) -> float:
 
 def check_offline_online_config(cfg: Mapping[str, Any]) -> None:
     """Check a ``train_robomimic`` config (plain dict, interpolations resolved)."""
-    if cfg["velocity"] not in VELOCITY_NAMES:
-        raise ConfigError(f"unknown velocity {cfg['velocity']!r}: expected one of {', '.join(VELOCITY_NAMES)}")
-    _int(cfg["num_steps"], "num_steps (K, Euler steps)", 1)
-    sigma = cfg["noise_std"]
-    if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not sigma > 0:
-        raise ConfigError(f"noise_std (σ, fixed sampling noise) must be > 0, got {sigma!r}")
+    check_policy_config(cfg["policy"])
+    if cfg["policy"]["kind"] != "flow":
+        raise ConfigError(f"policy={cfg['policy']['name']}: offline-to-online needs a flow policy (flow_t, flow_g, flow_mlp)")
+    if cfg["policy"]["noise_std"] is None:
+        raise ConfigError("policy.noise_std (σ, fixed sampling noise) must be set for offline-to-online, got null")
     _int(cfg["action_chunk"], "action_chunk (h, actions per chunk)", 1)
     frac = _number(cfg, "offline_fraction")
     if not 0.0 <= frac <= 1.0:
