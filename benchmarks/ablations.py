@@ -6,7 +6,6 @@ Usage: ``python benchmarks/ablations.py POLICY BATCH WHAT [PAIRS]`` with ``WHAT`
 
 * ``tensor_critic``: B evaluates the critics through SACLoss's ``qvalue_v2_loss`` and TensorDict path;
 * ``softupdate``: B steps the targets with TorchRL's ``SoftUpdate`` instead of ``FusedSoftUpdate``;
-* ``tanh_cache``: B builds every ``FusedTanhNormal`` without its per-bounds constructor cache;
 * ``split_actor``: both steps compiled; B compiles the whole actor loss as one function instead of
   the draw and the loss around eager critics (``SACUpdate._split_actor_losses``).
 * ``compile_policy``: not the step but collection: A is the recipe's collector with
@@ -28,12 +27,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import throughput as T  # noqa: E402
 
-WHATS = ("tensor_critic", "softupdate", "tanh_cache", "split_actor", "compile_policy")
-
-
-class _NoCache(dict):
-    def __setitem__(self, key, value):
-        pass
+WHATS = ("tensor_critic", "softupdate", "split_actor", "compile_policy")
 
 
 def main(argv=None) -> int:
@@ -46,8 +40,6 @@ def main(argv=None) -> int:
         return compile_policy_ab(policy, batch, int(argv[3]) if len(argv) > 3 else 12)
     pairs = int(argv[3]) if len(argv) > 3 else 60
     from torchrl.objectives import SACLoss, SoftUpdate
-
-    import torchrl_sacflow._fast.tanh_normal as tanh_normal
 
     torch.set_num_threads(1)
     batches = T.make_batches(8, batch, "cpu", seed=batch)
@@ -67,13 +59,6 @@ def main(argv=None) -> int:
         b.update._critic_loss = functools.partial(SACLoss.qvalue_v2_loss, b.loss_module)
     elif what == "softupdate":
         b.update.target_updater = SoftUpdate(b.loss_module, tau=0.005)
-    else:
-        def step_b(batch_pair):
-            saved, tanh_normal._BOUNDS_CACHE = tanh_normal._BOUNDS_CACHE, _NoCache()
-            try:
-                return b(batch_pair)
-            finally:
-                tanh_normal._BOUNDS_CACHE = saved
     for i in range(4):
         a(batches[i])
         step_b(batches[i])
