@@ -404,13 +404,7 @@ class _DecoderBlock(nn.Module):
             return self.forward(x, context.keys_values)
         h = self.norm_self(x)
         if context.keys_values is None:  # one state token: y = x + W_sv LN(x) + (b_sv + cross)
-            resid = context.residual
-            if resid.shape == x.shape:
-                y = torch.addmm(
-                    (x + resid).reshape(-1, x.shape[-1]), h.reshape(-1, x.shape[-1]), context.weight.t()
-                ).view(x.shape)
-            else:
-                y = x + F.linear(h, context.weight) + resid
+            y = x + F.linear(h, context.weight) + context.residual
         else:
             y = x + F.linear(h, context.weight, context.residual)
             y = y + self.cross_attend(y, context.keys_values)
