@@ -44,6 +44,7 @@ def _crossq_critic(
     alpha_init: float,
     target_entropy: float | str,
     device: str | torch.device,
+    **loss_kwargs: Any,
 ) -> LossBundle:
     """CrossQ critics (BatchRenorm, no target, joint batch) and :class:`CrossQFlowLoss`."""
     activation = str(cfg.get("activation", "relu")).lower()
@@ -70,6 +71,7 @@ def _crossq_critic(
         loss_function=cfg.get("loss_function", "l2"),
         alpha_init=alpha_init,
         target_entropy=target_entropy,
+        **loss_kwargs,
     )
     loss.make_value_estimator(gamma=gamma)
     return LossBundle(loss, target_updater=None, policy_delay=int(cfg.get("policy_delay", 3)))

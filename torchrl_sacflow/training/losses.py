@@ -50,7 +50,8 @@ CRITICS: dict[str, CriticBuilder] = {}
 
 def register_critic(name: str) -> Callable[[CriticBuilder], CriticBuilder]:
     """Register a builder ``fn(cfg, actor, *, observation_dim, action_dim, gamma, alpha_init,
-    target_entropy, device) -> LossBundle`` under ``name`` (the ``critic.name`` of its config file)."""
+    target_entropy, device, **loss_kwargs) -> LossBundle`` under ``name`` (the ``critic.name`` of its
+    config file); ``loss_kwargs`` go to the loss class."""
 
     def decorator(fn: CriticBuilder) -> CriticBuilder:
         CRITICS[name] = fn
@@ -69,10 +70,14 @@ def make_loss(
     alpha_init: float = 0.2,
     target_entropy: float | str = 0.0,
     device: str | torch.device = "cpu",
+    **loss_kwargs: Any,
 ) -> LossBundle:
     """Build critic, loss and target updater for the ``critic`` config group (by ``critic.name``).
 
-    The actor must already be on ``device``; the critic is built there.
+    The actor must already be on ``device``; the critic is built there. ``gamma`` is the discount
+    of one transition of the data: ``γ^h`` for chunks of ``h`` primitive steps whose reward is
+    already the discounted sum over the chunk (offline-to-online). ``loss_kwargs`` go to the loss
+    class (e.g. ``proximity_coef``, ``fixed_alpha``).
     """
     name = critic_cfg.get("name")
     if name not in CRITICS:
@@ -86,6 +91,7 @@ def make_loss(
         alpha_init=alpha_init,
         target_entropy=target_entropy,
         device=device,
+        **loss_kwargs,
     )
     if int(bundle.policy_delay) < 1:
         raise ConfigError(f"critic.policy_delay must be >= 1, got {bundle.policy_delay}")
@@ -103,6 +109,7 @@ def _sac_critic(
     alpha_init: float,
     target_entropy: float | str,
     device: str | torch.device,
+    **loss_kwargs: Any,
 ) -> LossBundle:
     """Twin MLP critics with a Polyak-averaged target copy (τ = 0.005, :class:`FusedSoftUpdate`) and
     :class:`SACFlowLoss`.
@@ -119,6 +126,7 @@ def _sac_critic(
         alpha_init=alpha_init,
         target_entropy=target_entropy,
         delay_qvalue=True,
+        **loss_kwargs,
     )
     loss.make_value_estimator(gamma=gamma)
     target_updater = FusedSoftUpdate(loss, tau=float(cfg.get("tau", 0.005)))

@@ -30,10 +30,10 @@ from torchrl.data import LazyTensorStorage, OfflineToOnlineReplayBuffer, ReplayB
 from torchrl.envs import EnvBase
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 
-from torchrl_sacflow.modules import make_qvalue
 from torchrl_sacflow.objectives import FlowMatchingLoss, FusedSoftUpdate, SACFlowLoss
 from torchrl_sacflow.training.config import check_compile_setting
 from torchrl_sacflow.training.errors import ConfigError
+from torchrl_sacflow.training.losses import make_loss
 from torchrl_sacflow.training.policies import check_policy_config
 from torchrl_sacflow.training.loggers import csv_scalar_dir
 from torchrl_sacflow.training.threads import resolve_device
@@ -263,18 +263,21 @@ def make_chunked_sac_flow_loss(
     target_entropy: float = 0.0,
     proximity_coef: float = 0.0,
 ) -> tuple[SACFlowLoss, FusedSoftUpdate]:
-    """SACFlowLoss with twin MLP critics on ``[s, a_{t:t+h}]`` and a γ^h critic target.
+    """SACFlowLoss with twin MLP critics on ``[s, a_{t:t+h}]`` and a γ^h critic target: the ``sac``
+    critic option of :func:`~torchrl_sacflow.training.make_loss` at discount ``γ^h``.
 
     A chunk transition's reward is already the discounted sum over its ``h`` steps, so the
     bootstrap term is discounted by γ^h: ``y = Σ_j γ^j r_j + γ^h (1 − terminated) V(s_{t+h})``.
     A chunk cut short by the episode end either terminates (no bootstrap) or is truncated, so the
     constant γ^h is exact wherever it is used. The proximity term is on from the start (β set later).
     """
-    qvalue = make_qvalue(observation_dim, action_width, num_cells=tuple(critic_cells))
-    loss = SACFlowLoss(actor, qvalue, num_qvalue_nets=num_qvalue_nets, alpha_init=alpha_init, fixed_alpha=fixed_alpha,
-                       target_entropy=target_entropy, proximity_coef=proximity_coef, delay_qvalue=True)
-    loss.make_value_estimator(gamma=gamma**action_chunk)
-    return loss, FusedSoftUpdate(loss, tau=tau)
+    bundle = make_loss(
+        {"name": "sac", "num_cells": list(critic_cells), "num_qvalue_nets": num_qvalue_nets, "tau": tau},
+        actor, observation_dim=observation_dim, action_dim=action_width, gamma=gamma**action_chunk,
+        alpha_init=alpha_init, target_entropy=target_entropy, device=next(actor.parameters()).device,
+        fixed_alpha=fixed_alpha, proximity_coef=proximity_coef,
+    )
+    return bundle.loss_module, bundle.target_updater
 
 
 # -- evaluation --------------------------------------------------------------------------------
