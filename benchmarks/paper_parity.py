@@ -62,12 +62,11 @@ ROWS: dict[str, tuple[list[str], str]] = {
     "pc+our_sizes": (_PC + [f"{_VK}.d_model=64", f"{_VK}.obs_hidden=32", f"{_VK}.time_embedding=sinusoidal",
                             f"{_VK}.ffn_activation=silu"], "… with our sizes (d 64, sinusoidal time, SiLU)"),
     "paper_today": (["preset=paper"], "`preset=paper` before this work (exact density, target entropy 0)"),
-    "paper+auto_path": (["preset=paper", "policy.target_entropy=auto_path"],
-                        "`preset=paper`, target entropy −(K+1)·d"),
-    "paper+auto_path+pc_actor": (
+    "paper_candidate": (
         ["preset=paper_code", "policy.log_prob=path", "policy.noise_scale=sqrt_dt", "policy.drift_correction=true",
-         "policy.target_entropy=auto_path"],
-        "exact math (path density, σ√Δt, drift) in the released actor, target entropy −(K+1)·d"),
+         "policy.sigma_head=state", "policy.target_entropy=auto_path", "optim.alpha_init=0.05"],
+        "the paper's math (path density, σ√Δt, drift, σ(s)) in the released actor architecture, α₀ = 0.2/K, "
+        "target entropy −(K+1)·d"),
 }
 CHECKPOINTS = (8000, 10000, 13000, 25000)
 
