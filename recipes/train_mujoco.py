@@ -168,7 +168,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
                     norms = losses.loss_module.path_grad_norms(batch)
                     metrics.update({f"train/path_grad_norm_step_{i}": g for i, g in enumerate(norms)})
             collector.update_policy_weights_()
-            if due(ev["interval"], before) or progress["frames"] >= total_frames:
+            # once a stop is requested nothing new starts (no eval, no collection): checkpoint and exit
+            if not stop.requested and (due(ev["interval"], before) or progress["frames"] >= total_frames):
                 last_eval = {**run_eval(), "frames": progress["frames"]}
                 metrics.update({k: v for k, v in last_eval.items() if k != "frames"})
             elapsed = time.perf_counter() - start

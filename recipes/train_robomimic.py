@@ -241,8 +241,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
                     metrics.update({f"train/{k}": v for k, v in torch.stack(out).mean().items()})
                 metrics.update({"train/beta": beta_online(before), "train/offline_fraction": c["offline_fraction"]})
                 collector.update_policy_weights_()
-                if (ev["interval"] and progress["frames"] // ev["interval"] > before // ev["interval"]) \
-                        or progress["frames"] >= total_frames:
+                if not stop.requested and ((ev["interval"] and progress["frames"] // ev["interval"] > before // ev["interval"])
+                                           or progress["frames"] >= total_frames):  # no new eval once stopping
                     last_eval = {**run_eval(), "frames": progress["frames"]}
                     metrics.update({f"eval/{k}": v for k, v in last_eval.items() if k != "frames"})
                 metrics["time/env_frames_per_s"] = session_frames / max(collect_time, 1e-9)

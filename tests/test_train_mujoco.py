@@ -162,6 +162,35 @@ def test_sigint_saves_checkpoint_and_resume_finishes(tmp_path):
     assert summary["updates"] == (frames + 100) // 2
 
 
+def test_sigterm_mid_round_exits_within_seconds_without_a_new_evaluation(tmp_path):
+    """A scheduler's SIGTERM during an update round: the round stops, the evaluation that was due
+    is not started (here it would take tens of seconds), the checkpoint is written, exit 130."""
+    run_dir = tmp_path / "run"
+    args = [*COMMON, "policy=gaussian", *TINY["gaussian"], "collector.total_frames=100000",
+            "collector.frames_per_batch=100", "collector.init_random_frames=100", "optim.utd_ratio=30",
+            "eval.interval=200", "eval.num_episodes=300", "eval.max_steps=200", "checkpoint.interval=0",
+            f"hydra.run.dir={run_dir}"]
+    proc = subprocess.Popen(_cli(*args), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.time() + 120
+        # the first round (frame 100) is logged; the second (3000 updates) runs, an eval is due after it
+        while not (run_dir / "logs" / "scalars" / "train" / "loss_qvalue.csv").exists():
+            assert proc.poll() is None, proc.stdout.read()
+            assert time.time() < deadline, "the run never started updating"
+            time.sleep(0.2)
+        sent = time.time()
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=120)
+        exit_s = time.time() - sent
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, output
+    assert exit_s < 15, f"took {exit_s:.1f} s to exit after SIGTERM"
+    assert not read_csv_scalar(run_dir, "eval/return_mean")[0]  # no evaluation started after the request
+    assert read_checkpoint_metadata(run_dir)["frames"] == 200
+
+
 BAD_INPUTS = {  # name: (overrides, expected message)
     "env id": (["env.version=v9"], "unknown env id 'Pendulum-v9'"),
     "env option": (["env=cartpole"], "unknown env 'cartpole'"),
