@@ -479,3 +479,40 @@ def test_critic_without_the_tensor_path_uses_sacloss_machinery():
     out = loss(_data())
     out["loss_qvalue"].backward()
     assert all(p.grad is not None for p in loss.qvalue_network_params.values(True, True))
+
+
+@pytest.mark.parametrize("critic,skip_done_states", [("sac", False), ("sac", True), ("crossq", False)])
+def test_terminated_rows_with_non_finite_next_observation_keep_the_loss_finite(critic, skip_done_states):
+    """A terminated row's target is its reward alone, whatever its next observation holds (NaN here);
+    TorchRL 0.14.1's SACLoss multiplies the target critic's NaN by 0 and returns NaN."""
+    from torchrl.data import Bounded
+
+    from torchrl_sacflow.modules.critics import make_crossq_qvalue
+    from torchrl_sacflow.objectives import CrossQFlowLoss
+
+    torch.manual_seed(0)
+    actor = make_flow_actor(Bounded(-1.0, 1.0, shape=(2,)), 3, velocity="gru")
+    if critic == "sac":
+        loss = SACFlowLoss(actor, make_qvalue(3, 2), skip_done_states=skip_done_states)
+    else:  # (CrossQFlowLoss rejects skip_done_states: every next state is in its joint batch)
+        loss = CrossQFlowLoss(actor, make_crossq_qvalue(3, 2, num_cells=(16, 16)))
+    loss.make_value_estimator(gamma=0.9)
+    terminated = torch.zeros(8, 1, dtype=torch.bool)
+    terminated[0] = True
+    next_obs = torch.randn(8, 3)
+    next_obs[0] = float("nan")
+    data = TensorDict({
+        "observation": torch.randn(8, 3), "action": torch.rand(8, 2) * 2 - 1,
+        "next": {"observation": next_obs, "reward": torch.randn(8, 1), "done": terminated.clone(),
+                 "terminated": terminated},
+    }, batch_size=[8])
+    loss_q, meta = (loss.qvalue_loss if critic == "crossq" else loss.qvalue_v2_loss)(data)
+    assert torch.isfinite(loss_q) and torch.isfinite(meta["td_error"]).all()
+    loss_q.backward()
+    grads = [p.grad for p in loss.qvalue_network_params.values(True, True) if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+    assert torch.isnan(data["next", "observation"][0]).all()  # the caller's data are untouched
+    if critic == "sac" and not skip_done_states:  # row 0's target is its reward alone
+        with torch.no_grad():
+            target = loss._compute_target_v2(loss.finite_next_states(data))
+        assert target[0] == data["next", "reward"][0, 0]

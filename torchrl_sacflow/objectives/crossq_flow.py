@@ -201,6 +201,7 @@ class CrossQFlowLoss(SACFlowLoss):
         if tensordict.batch_dims < 1:
             raise RuntimeError("CrossQFlowLoss needs a batched tensordict (batch_dims >= 1)")
         weights = self._maybe_get_priority_weight(tensordict)
+        tensordict = self.finite_next_states(tensordict)  # (see SACFlowLoss.qvalue_v2_loss)
         next_td, next_log_prob = self._next_action(tensordict)
 
         in_keys = self.qvalue_network.in_keys

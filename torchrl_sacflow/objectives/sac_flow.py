@@ -254,6 +254,40 @@ class SACFlowLoss(FastSACLoss):
         self._extras = {k: v for k, v in metadata.items() if k != "log_prob"}
         return loss_actor, metadata
 
+    def qvalue_v2_loss(self, tensordict: TensorDictBase) -> tuple[Tensor, dict[str, Tensor]]:
+        """Critic loss ``Σ_j d(Q_j(s, a), y)`` against the SAC v2 target, with ``td_error`` metadata.
+
+        A terminated transition's target is its reward alone, whatever its next state holds: next
+        observations that are not finite (NaN/inf, which some datasets store after a terminal
+        state) are replaced, on terminated rows only, before the next action and the target
+        critics see them (:meth:`finite_next_states`); otherwise ``0 × NaN`` would poison the loss.
+        """
+        return super().qvalue_v2_loss(self.finite_next_states(tensordict))
+
+    def finite_next_states(self, tensordict: TensorDictBase) -> TensorDictBase:
+        """``tensordict``, or a shallow copy whose terminated rows' non-finite next-state entries hold
+        the row's current-state values instead (finite stand-ins that never reach a target: a
+        terminated row does not bootstrap). The caller's data are not modified."""
+        terminated = tensordict.get(("next", self.tensor_keys.terminated), None)
+        if terminated is None:
+            return tensordict
+        keys = {k for k in (*self.actor_network.in_keys, *self.qvalue_network.in_keys) if k != self.tensor_keys.action}
+        out = tensordict
+        for key in keys:
+            next_key = ("next", *((key,) if isinstance(key, str) else key))
+            value = tensordict.get(next_key, None)
+            if value is None or not value.is_floating_point() or bool(torch.isfinite(value).all()):
+                continue
+            mask = terminated.reshape(*terminated.shape[: tensordict.batch_dims], *[1] * (value.ndim - tensordict.batch_dims))
+            bad = ~torch.isfinite(value) & mask.bool()
+            stand_in = tensordict.get(key, None)
+            stand_in = torch.zeros_like(value) if stand_in is None else stand_in.expand_as(value)
+            if out is tensordict:
+                out = tensordict.copy()
+                out.set("next", tensordict.get("next").copy())
+            out.set(next_key, torch.where(bad, stand_in, value))
+        return out
+
     def _path_grad_norms(self, loss_per_sample: Tensor, dist) -> Tensor:
         path = getattr(dist, "last_path", None)
         if path is None or not loss_per_sample.requires_grad:
