@@ -91,11 +91,15 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     seed_everything(c["seed"])
 
     # Demonstrations (chunked like the env's steps), envs, actor, chunk critic + loss, updates, buffers
-    offline = load_offline_data(dataset, obs_keys=c["obs_keys"], action_chunk=h, gamma=c["gamma"],
-                                filter_key=c["filter_key"])
     env_fn = functools.partial(make_robomimic_env, env_args, obs_keys=c["obs_keys"], action_chunk=h,
                                gamma=c["gamma"], max_episode_steps=c["max_episode_steps"])
     eval_env = env_fn(seed=c["seed"] + 10_000)
+    space = eval_env.action_spec.space  # the data are read in the env's own action bounds
+    primitive = eval_env.action_spec.shape[-1] // h
+    offline = load_offline_data(
+        dataset, obs_keys=c["obs_keys"], action_chunk=h, gamma=c["gamma"], filter_key=c["filter_key"],
+        terminal_rule=c["terminal_rule"], out_of_bounds=c["action_out_of_bounds"],
+        action_bounds=(space.low.reshape(-1)[:primitive], space.high.reshape(-1)[:primitive]))
     width = check_chunking(offline, eval_env, h)
     obs_dim = int(offline["observation"].shape[-1])
     actor = make_policy(c["policy"], eval_env.action_spec, obs_dim).to(device)

@@ -105,7 +105,7 @@ def test_loader_round_trip_matches_raw_arrays(lift_file):
                 atol=1e-6,
             )
             np.testing.assert_allclose(
-                td["action"][sl].numpy(), np.clip(g["actions"][()], -1 + 1e-4, 1 - 1e-4), atol=1e-6
+                td["action"][sl].numpy(), g["actions"][()], atol=1e-6  # as stored: nothing clipped
             )
             np.testing.assert_array_equal(td["next", "reward"][sl, 0].numpy(), g["rewards"][()])
             np.testing.assert_array_equal(td["next", "terminated"][sl, 0].numpy(), g["dones"][()] > 0)
@@ -143,13 +143,36 @@ def test_filter_key_honours_masks(lift_file):
     assert sizes["valid"] > 0
 
 
-def test_actions_clipped_to_open_interval(tmp_path):
-    path = tmp_path / "clip.hdf5"
-    write_synthetic_file(path, [{"rewards": [0, 0, 1], "dones": [0, 0, 1]}])
-    for eps in (1e-4, 0.05):
-        td = load_robomimic_dataset(path, action_eps=eps)
-        assert td["action"].abs().max() <= 1 - eps + 1e-7
-        assert (td["action"].abs() > 1 - eps - 1e-6).any()  # the file has |a| > 1
+def test_actions_are_kept_in_env_units_and_checked_against_the_env_bounds(tmp_path):
+    """A file whose arm actions reach ±1.8 for an env with bounds ±2 (a legacy OSC_POSE config with
+    input_min/max ∓2): nothing is cut. Bounds that the data exceed are an error, or a counted clip."""
+    path = tmp_path / "bounds.hdf5"
+    raw = write_synthetic_file(path, [{"rewards": [0, 0, 1], "dones": [0, 0, 1]}])
+    stored = np.concatenate([raw["demo_0"]["actions"]])
+    assert np.abs(stored).max() > 1  # the synthetic actions go beyond ±1
+    scale = 1.1 * np.abs(stored).max()
+    td = load_robomimic_dataset(path, action_bounds=(-scale, scale))
+    np.testing.assert_allclose(td["action"].numpy(), stored.astype(np.float32), rtol=0, atol=0)
+    with pytest.raises(RobomimicDatasetError, match=r"action entries .* lie outside the env's action bounds \[-1, 1\]"):
+        load_robomimic_dataset(path, action_bounds=(-1.0, 1.0))
+    with pytest.warns(UserWarning, match="clipped to the bounds"):
+        clipped = load_robomimic_dataset(path, action_bounds=(-1.0, 1.0), out_of_bounds="clip")
+    assert clipped["action"].abs().max() == 1.0
+
+
+def test_terminal_flags_follow_the_env_not_the_files_dones(tmp_path):
+    """A demo that never succeeds (rewards all 0) but whose dones mark its end: the online env would
+    never terminate there, so the last step is truncated (bootstrapped), not terminated."""
+    path = tmp_path / "failed.hdf5"
+    write_synthetic_file(path, [{"rewards": [0, 0, 0, 0], "dones": [0, 0, 0, 1]}])
+    td = load_robomimic_dataset(path, obs_keys=tuple(SYNTH_OBS_DIMS))
+    assert not td["next", "terminated"].any()
+    assert td["next", "truncated"][:, 0].tolist() == [False, False, False, True]
+    assert td["next", "done"][:, 0].tolist() == [False, False, False, True]
+    # the file's own convention, when asked for explicitly
+    as_dones = load_robomimic_dataset(path, obs_keys=tuple(SYNTH_OBS_DIMS), terminal_rule="dones")
+    assert as_dones["next", "terminated"][:, 0].tolist() == [False, False, False, True]
+    assert not as_dones["next", "truncated"].any()
 
 
 def _expected_chunks(raw, h, gamma):
@@ -174,7 +197,7 @@ def _expected_chunks(raw, h, gamma):
                     "episode": episode,
                     "obs": np.concatenate([r["obs"][key][t] for key in SYNTH_OBS_DIMS]),
                     "next_obs": np.concatenate([r["next_obs"][key][last] for key in SYNTH_OBS_DIMS]),
-                    "action": np.clip(np.concatenate(acts), -1 + 1e-4, 1 - 1e-4),
+                    "action": np.concatenate(acts),
                     "reward": ret,
                     "terminated": term,
                     "truncated": (not term) and last == T - 1,
@@ -227,7 +250,7 @@ def test_chunks_never_cross_episodes_in_scripted_data(lift_file):
         for demo in list_demos(lift_file):
             g = f["data"][demo]
             T = g.attrs["num_samples"]
-            actions = np.clip(g["actions"][()], -1 + 1e-4, 1 - 1e-4)
+            actions = g["actions"][()]
             next_obs = concat_obs(g["next_obs"], DEFAULT_OBS_KEYS)
             for t in range(T):
                 row = start + t

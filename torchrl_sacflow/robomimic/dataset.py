@@ -222,8 +222,12 @@ def _chunk_episode(
     dones: np.ndarray,
     h: int,
     gamma: float,
+    success: np.ndarray,
 ) -> dict[str, np.ndarray]:
-    """Builds one transition per step of an episode, each spanning up to ``h`` steps."""
+    """Builds one transition per step of an episode, each spanning up to ``h`` steps.
+
+    ``dones`` here are the terminal flags the caller decided on (see ``terminal_rule``) and
+    ``success`` the steps whose reward marks success."""
     T = actions.shape[0]
     start = np.arange(T)[:, None]
     offset = np.arange(h)[None, :]
@@ -250,9 +254,35 @@ def _chunk_episode(
         "reward": reward,
         "terminated": terminated,
         "truncated": truncated,
-        "success": (step_rewards > 0).any(1),
+        "success": (success[idx] & executed).any(1),
         "chunk_length": length,
     }
+
+
+def _check_action_bounds(path, action: np.ndarray, bounds, action_dim: int, out_of_bounds: str) -> np.ndarray:
+    """The chunked actions checked against one primitive action's ``(low, high)`` (see the loader)."""
+    import warnings
+
+    low, high = (np.broadcast_to(np.asarray(b, dtype=np.float64).reshape(-1), (action_dim,)) for b in bounds)
+    reps = action.shape[-1] // action_dim
+    low, high = np.tile(low, reps), np.tile(high, reps)
+    tol = 1e-6 * np.maximum(high - low, 1.0)
+    outside = (action < low - tol) | (action > high + tol)
+    count = int(outside.sum())
+    if not count:
+        return action
+    excess = float(np.max(np.maximum(low - action, action - high)))
+    message = (
+        f"{str(path)!r}: {count} of {action.size} action entries ({100 * count / action.size:.1f}%) lie outside "
+        f"the env's action bounds [{low.min():g}, {high.max():g}] (by up to {excess:.3g})"
+    )
+    if out_of_bounds == "error":
+        raise RobomimicDatasetError(
+            f"{message}; is the env built with the controller the data was recorded with? "
+            f"(out_of_bounds='clip' clips them, with this warning)"
+        )
+    warnings.warn(f"{message}; clipped to the bounds", stacklevel=3)
+    return np.clip(action, low, high)
 
 
 def load_robomimic_dataset(
@@ -262,10 +292,30 @@ def load_robomimic_dataset(
     filter_key: str | None = None,
     action_chunk: int = 1,
     gamma: float = 0.99,
-    action_eps: float = 1e-4,
+    terminal_rule: str = "success",
+    success_reward: float = 1.0,
+    action_bounds: tuple[Any, Any] | None = None,
+    out_of_bounds: str = "error",
     device: torch.device | str = "cpu",
 ) -> TensorDict:
     """Loads a Robomimic low-dim HDF5 file as a flat TensorDict of transitions.
+
+    What each field of the file becomes (nothing is changed silently):
+
+    * **terminal flags** — with ``terminal_rule="success"`` (default) a step is terminal exactly
+      where the online env would terminate: at success, i.e. where its reward reaches
+      ``success_reward`` (robomimic's sparse success reward, 1.0). A trajectory that ends without
+      success is *truncated* at its last step (bootstrapped), whatever ``dones`` says there:
+      robomimic writes ``dones`` in several senses (its conversion script's "done modes"; a
+      failed rollout's last step is often marked done). ``terminal_rule="dones"`` takes the
+      file's ``dones`` as terminal flags instead, for files where they mean exactly that.
+    * **actions** — kept as stored, in the env's own units. With ``action_bounds`` (the env's
+      bounds of one primitive action) every entry is checked against them: entries outside are
+      an error (``out_of_bounds="error"``, default), or are clipped to them with a warning that
+      counts them (``"clip"``). (The policy's flow-matching loss clips its own pre-tanh targets
+      just inside the bounds; the critic and the proximity term see the stored actions.)
+    * **rewards** — summed over a chunk with discount ``gamma``; **observations** — the
+      ``obs_keys`` concatenated in order, float32.
 
     Args:
         path (str or path-like): the Robomimic HDF5 file.
@@ -280,9 +330,11 @@ def load_robomimic_dataset(
             reach the end of an episode). Defaults to ``1``.
         gamma (float, optional): discount used to sum the rewards of a chunk.
             Defaults to ``0.99``.
-        action_eps (float, optional): actions are clipped to
-            ``[-1 + eps, 1 - eps]`` so a tanh-squashed policy's log-density
-            stays finite on dataset actions. Defaults to ``1e-4``.
+        terminal_rule (str, optional): ``"success"`` (default) or ``"dones"``; see above.
+        success_reward (float, optional): the reward that marks success. Defaults to ``1.0``.
+        action_bounds (tuple of array-likes, optional): ``(low, high)`` of one primitive
+            action in the env the data is for. Defaults to ``None`` (not checked).
+        out_of_bounds (str, optional): ``"error"`` (default) or ``"clip"``; see above.
         device (torch.device or str, optional): device of the returned tensors.
             Defaults to ``"cpu"``.
 
@@ -293,7 +345,7 @@ def load_robomimic_dataset(
         (int64, ``[N, 1]``, primitive steps spanned) and under ``"next"``:
         ``"observation"``, ``"reward"`` (float32, ``[N, 1]``), ``"done"``,
         ``"terminated"``, ``"truncated"`` and ``"success"`` (bool, ``[N, 1]``;
-        success means a positive sparse reward within the transition).
+        success means a step with the success reward within the transition).
 
     Examples:
         >>> td = load_robomimic_dataset("lift.hdf5", action_chunk=4)
@@ -302,8 +354,10 @@ def load_robomimic_dataset(
     """
     if int(action_chunk) != action_chunk or action_chunk < 1:
         raise ValueError(f"action_chunk must be a positive integer, got {action_chunk!r}")
-    if not 0.0 <= action_eps < 1.0:
-        raise ValueError(f"action_eps must be in [0, 1), got {action_eps!r}")
+    if terminal_rule not in ("success", "dones"):
+        raise ValueError(f"terminal_rule must be 'success' or 'dones', got {terminal_rule!r}")
+    if out_of_bounds not in ("error", "clip"):
+        raise ValueError(f"out_of_bounds must be 'error' or 'clip', got {out_of_bounds!r}")
     h = int(action_chunk)
     obs_keys = tuple(obs_keys)
     if not obs_keys:
@@ -359,14 +413,18 @@ def load_robomimic_dataset(
                 raise RobomimicDatasetError(
                     f"{str(path)!r}: demo {demo!r} has {T} actions but lengths {bad}"
                 )
-            episode_data = _chunk_episode(obs, next_obs, actions, rewards, dones, h, gamma)
+            success = rewards >= success_reward
+            terminal = success if terminal_rule == "success" else dones
+            episode_data = _chunk_episode(obs, next_obs, actions, rewards, terminal, h, gamma, success)
             for key, value in episode_data.items():
                 pieces.setdefault(key, []).append(value)
             episode_ids.append(np.full(T, episode, dtype=np.int64))
 
     cat = {key: np.concatenate(value, 0) for key, value in pieces.items()}
     n = cat["action"].shape[0]
-    action = np.clip(cat["action"], -1.0 + action_eps, 1.0 - action_eps)
+    action = cat["action"]
+    if action_bounds is not None:
+        action = _check_action_bounds(path, action, action_bounds, action_dim, out_of_bounds)
 
     def col(x: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
         return torch.as_tensor(x.reshape(n, -1)).to(dtype)
@@ -401,11 +459,11 @@ def make_robomimic_replay_buffer(
     filter_key: str | None = None,
     action_chunk: int = 1,
     gamma: float = 0.99,
-    action_eps: float = 1e-4,
     device: torch.device | str = "cpu",
     sampler=None,
     transform=None,
     prefetch: int | None = None,
+    **load_kwargs,
 ):
     """Loads a Robomimic file into a :class:`~torchrl.data.TensorDictReplayBuffer`.
 
@@ -419,12 +477,14 @@ def make_robomimic_replay_buffer(
     Keyword Args:
         batch_size (int, optional): default sample size. Defaults to ``None``
             (then pass it to :meth:`sample`).
-        obs_keys, filter_key, action_chunk, gamma, action_eps, device: see
+        obs_keys, filter_key, action_chunk, gamma, device: see
             :func:`load_robomimic_dataset`.
         sampler (torchrl.data.Sampler, optional): defaults to uniform sampling
             with replacement.
         transform (torchrl.envs.Transform, optional): applied to sampled batches.
         prefetch (int, optional): number of batches prefetched in a background thread.
+        **load_kwargs: the other keywords of :func:`load_robomimic_dataset` (``terminal_rule``,
+            ``action_bounds``, ``out_of_bounds``, ...).
 
     Returns:
         a filled ``TensorDictReplayBuffer``.
@@ -437,8 +497,8 @@ def make_robomimic_replay_buffer(
         filter_key=filter_key,
         action_chunk=action_chunk,
         gamma=gamma,
-        action_eps=action_eps,
         device=device,
+        **load_kwargs,
     )
     kwargs = {}
     if sampler is not None:

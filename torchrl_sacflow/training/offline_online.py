@@ -113,16 +113,19 @@ def load_offline_data(
     action_chunk: int,
     gamma: float,
     filter_key: str | None = None,
+    **load_kwargs: Any,
 ) -> TensorDict:
     """The file's transitions in chunks of ``action_chunk`` actions, restricted to :data:`TRANSITION_KEYS`.
 
-    A missing or malformed file raises :class:`ConfigError` with the loader's one-line message.
+    ``load_kwargs`` go to :func:`~torchrl_sacflow.robomimic.load_robomimic_dataset` (terminal rule,
+    the env's action bounds, ...). A missing or malformed file, or actions outside the env's
+    bounds, raise :class:`ConfigError` with the loader's one-line message.
     """
     from torchrl_sacflow.robomimic import RobomimicDatasetError, load_robomimic_dataset
 
     try:
         data = load_robomimic_dataset(
-            path, obs_keys=obs_keys, filter_key=filter_key, action_chunk=action_chunk, gamma=gamma
+            path, obs_keys=obs_keys, filter_key=filter_key, action_chunk=action_chunk, gamma=gamma, **load_kwargs
         )
     except RobomimicDatasetError as err:
         raise ConfigError(str(err)) from None
@@ -350,6 +353,9 @@ def check_offline_online_config(cfg: Mapping[str, Any]) -> None:
     if cfg["policy"]["noise_std"] is None:
         raise ConfigError("policy.noise_std (σ, fixed sampling noise) must be set for offline-to-online, got null")
     _int(cfg["action_chunk"], "action_chunk (h, actions per chunk)", 1)
+    for key, options in (("terminal_rule", ("success", "dones")), ("action_out_of_bounds", ("error", "clip"))):
+        if cfg.get(key, options[0]) not in options:
+            raise ConfigError(f"unknown {key} {cfg.get(key)!r}: expected one of {', '.join(options)}")
     frac = _number(cfg, "offline_fraction")
     if not 0.0 <= frac <= 1.0:
         raise ConfigError(f"offline_fraction must be in [0, 1], got {cfg['offline_fraction']!r}")
