@@ -166,6 +166,28 @@ def test_bad_input_exits_2_with_one_line(lift_file, tmp_path, overrides, message
     assert len(lines) == 1 and lines[0].startswith("train_robomimic: error: ") and message in lines[0]
 
 
+def test_env_side_errors_are_one_line_too(lift_file, tmp_path):
+    """A file storing an observation key robosuite does not emit: the loader accepts it, the env
+    builder rejects it; that is a one-line error and exit 2 as well (it was a Hydra traceback)."""
+    import shutil
+
+    import h5py
+
+    path = tmp_path / "extra_key.hdf5"
+    shutil.copy(lift_file, path)
+    with h5py.File(path, "a") as f:
+        for demo in f["data"]:
+            for group in ("obs", "next_obs"):
+                pos = f["data"][demo][group]["robot0_eef_pos"][()]
+                f["data"][demo][group].create_dataset("robot0_eef_vel_lin", data=pos * 0.0)
+    proc = _run_cli(f"dataset={path}", "obs_keys=[robot0_eef_pos,robot0_eef_vel_lin,object]", "pretrain_steps=1",
+                    "online_frames=0", tmp_path=tmp_path)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = [line for line in proc.stderr.strip().splitlines() if not line.startswith("[robosuite WARNING]")]
+    assert len(lines) == 1, proc.stderr[-3000:]
+    assert lines[0].startswith("train_robomimic: error: ") and "robot0_eef_vel_lin" in lines[0]
+
+
 @pytest.mark.parametrize(
     "override, message",
     [

@@ -44,6 +44,8 @@ import numpy as np
 import torch
 from tensordict import TensorDict
 
+from torchrl_sacflow.errors import ConfigError
+
 __all__ = [
     "DEFAULT_OBS_KEYS",
     "RobomimicDatasetError",
@@ -69,7 +71,7 @@ DEFAULT_OBS_KEYS: tuple[str, ...] = (
 PathLike = str | os.PathLike
 
 
-class RobomimicDatasetError(ValueError):
+class RobomimicDatasetError(ConfigError):
     """Raised when a file is not a usable Robomimic dataset.
 
     The message is always a single line naming the file and what is wrong,

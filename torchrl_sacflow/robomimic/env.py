@@ -27,6 +27,7 @@ from tensordict import TensorDict, TensorDictBase
 from torchrl.data import Bounded, Categorical, Composite, Unbounded
 from torchrl.envs import EnvBase
 
+from torchrl_sacflow.errors import ConfigError
 from torchrl_sacflow.robomimic.dataset import DEFAULT_OBS_KEYS, read_env_args
 
 __all__ = [
@@ -64,7 +65,7 @@ _FORCED_KWARGS = {
 }
 
 
-class RobomimicEnvError(ValueError):
+class RobomimicEnvError(ConfigError):
     """Raised when ``env_args`` cannot be turned into a robosuite environment (one-line message)."""
 
 

@@ -5,21 +5,16 @@ import contextlib
 import sys
 from typing import Iterator
 
+from torchrl_sacflow.errors import ConfigError
+
 __all__ = ["ConfigError", "exit_on_config_error", "CONFIG_ERROR_EXIT_CODE"]
 
 CONFIG_ERROR_EXIT_CODE = 2  # what argparse uses for bad command lines
 
 
-class ConfigError(ValueError):
-    """A bad setting the user can fix from the command line (unknown env id, K < 1, ...).
-
-    The message is meant to be printed as is, on one line.
-    """
-
-
 @contextlib.contextmanager
 def exit_on_config_error(prog: str = "train") -> Iterator[None]:
-    """Turn a :class:`ConfigError` into ``<prog>: error: <message>`` on stderr and exit code 2.
+    """Turn a :class:`ConfigError` (or a subclass: the Robomimic data/env errors) into ``<prog>: error: <message>`` on stderr and exit code 2.
 
     Any other exception propagates unchanged (a bug should keep its traceback).
     """
