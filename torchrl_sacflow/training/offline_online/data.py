@@ -1,0 +1,167 @@
+"""The demonstrations of the offline-to-online regime: file, chunked transitions, mixed buffer."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from tensordict import TensorDict, TensorDictBase
+from torchrl.data import LazyTensorStorage, OfflineToOnlineReplayBuffer, ReplayBuffer
+from torchrl.envs import EnvBase
+
+from torchrl_sacflow.training.errors import ConfigError
+
+
+#: Entries shared by the Robomimic loader and the collector's output; everything else (the
+#: loader's ``episode``/``chunk_length``, the collector's ``action_log_prob``, ``collector``,
+#: top-level ``success``) is dropped so offline and online batches can be concatenated.
+TRANSITION_KEYS: tuple = (
+    "observation",
+    "action",
+    ("next", "observation"),
+    ("next", "reward"),
+    ("next", "done"),
+    ("next", "terminated"),
+    ("next", "truncated"),
+    ("next", "success"),
+)
+
+
+def scripted_dataset_path(datasets_dir: str | os.PathLike, task: str, episodes: int, seed: int) -> Path:
+    """Where the scripted demonstrations for ``(task, episodes, seed)`` are cached."""
+    return Path(datasets_dir) / f"{task}_scripted_{episodes}_seed{seed}.hdf5"
+
+
+def resolve_dataset(
+    dataset: str | os.PathLike | None,
+    *,
+    task: str,
+    datasets_dir: str | os.PathLike,
+    episodes: int,
+    seed: int = 0,
+) -> tuple[Path, bool]:
+    """The Robomimic file to use, and whether it was generated just now.
+
+    A given ``dataset`` is returned as is (the loader reports a missing or broken file). ``None``
+    means the scripted ``task`` demonstrations, generated on first use (~1.5 s per episode here)
+    and reused afterwards; only Lift has a scripted policy.
+    """
+    if dataset is not None:
+        return Path(dataset).expanduser(), False
+    if task != "lift":
+        raise ConfigError(
+            f"no scripted demonstrations for task {task!r} (only 'lift'): pass dataset=/path/to/{task}/mh/low_dim.hdf5"
+        )
+    path = scripted_dataset_path(datasets_dir, task, episodes, seed)
+    if path.is_file():
+        return path, False
+    from torchrl_sacflow.robomimic import generate_scripted_demos
+
+    generate_scripted_demos(path, task=task, episodes=episodes, seed=seed)
+    return path, True
+
+
+def load_offline_data(
+    path: str | os.PathLike,
+    *,
+    obs_keys: Sequence[str],
+    action_chunk: int,
+    gamma: float,
+    filter_key: str | None = None,
+    **load_kwargs: Any,
+) -> TensorDict:
+    """The file's transitions in chunks of ``action_chunk`` actions, restricted to :data:`TRANSITION_KEYS`.
+
+    ``load_kwargs`` go to :func:`~torchrl_sacflow.robomimic.load_robomimic_dataset` (terminal rule,
+    the env's action bounds, ...). A missing or malformed file, or actions outside the env's
+    bounds, raise :class:`ConfigError` with the loader's one-line message.
+    """
+    from torchrl_sacflow.robomimic import RobomimicDatasetError, load_robomimic_dataset
+
+    try:
+        data = load_robomimic_dataset(
+            path, obs_keys=obs_keys, filter_key=filter_key, action_chunk=action_chunk, gamma=gamma, **load_kwargs
+        )
+    except RobomimicDatasetError as err:
+        raise ConfigError(str(err)) from None
+    return data.select(*TRANSITION_KEYS)
+
+
+def read_task_env_args(path: str | os.PathLike, task: str) -> dict[str, Any]:
+    """The file's ``env_args`` (the online env is rebuilt from them), checked against ``task``."""
+    from torchrl_sacflow.robomimic import RobomimicDatasetError, read_env_args
+    from torchrl_sacflow.robomimic.scripted_demos import ROBOMIMIC_TASKS
+
+    try:
+        env_args = read_env_args(path)
+    except RobomimicDatasetError as err:
+        raise ConfigError(str(err)) from None
+    env_name = env_args["env_name"]
+    if env_name != ROBOMIMIC_TASKS[task]:
+        named = {v: k for k, v in ROBOMIMIC_TASKS.items()}.get(env_name)
+        hint = f"set task={named}" if named else "it is not a Robomimic task this recipe knows"
+        raise ConfigError(
+            f"{str(path)!r} records robosuite env {env_name!r}, not {ROBOMIMIC_TASKS[task]!r} (task={task}): {hint}"
+        )
+    return env_args
+
+
+def check_chunking(offline: TensorDictBase, env: EnvBase, action_chunk: int) -> int:
+    """Check that dataset and env agree on the chunked action and observation widths; return ``h·d``.
+
+    The critic scores a whole chunk, so an offline action of another width (another controller,
+    another ``h``) would be silently wrong.
+    """
+    env_width = int(env.action_spec.shape[-1])
+    data_width = int(offline["action"].shape[-1])
+    if data_width != env_width or env_width % action_chunk:
+        raise ConfigError(
+            f"dataset actions are {data_width} wide but the env's chunked action is {env_width} wide "
+            f"(action_chunk={action_chunk}): the file's env_args do not match its actions"
+        )
+    env_obs = int(env.observation_spec["observation"].shape[-1])
+    data_obs = int(offline["observation"].shape[-1])
+    if env_obs != data_obs:
+        raise ConfigError(f"dataset observations are {data_obs} wide but the env's are {env_obs} (obs_keys)")
+    return env_width
+
+
+def make_offline_buffer(offline: TensorDictBase) -> ReplayBuffer:
+    """The demonstrations in a RAM buffer sized to them (sampled uniformly, with replacement).
+
+    A plain ``ReplayBuffer`` (not ``TensorDictReplayBuffer``, which adds an ``index`` entry) so
+    its batches have the same keys as the online buffer's.
+    """
+    buffer = ReplayBuffer(storage=LazyTensorStorage(offline.shape[0]))
+    buffer.extend(offline)
+    return buffer
+
+
+class MixedReplayBuffer(OfflineToOnlineReplayBuffer):
+    """:class:`~torchrl.data.OfflineToOnlineReplayBuffer` that also accepts ``offline_fraction`` 0 or 1.
+
+    Each :meth:`sample` takes exactly ``round(offline_fraction · batch_size)`` transitions from the
+    demonstrations and the rest from the online data (all offline while there is no online data
+    yet). TorchRL's constructor wants the open interval (0, 1); its sampling already handles both
+    ends, so they are allowed here: 0 is plain online SAC, 1 trains on demonstrations only.
+
+    Args:
+        offline_buffer (ReplayBuffer): the demonstrations (never written to).
+
+    Keyword Args:
+        online_capacity (int): online transitions kept (FIFO beyond that).
+        offline_fraction (float): in ``[0, 1]``.
+        batch_size (int): transitions per :meth:`sample`.
+    """
+
+    def __init__(self, offline_buffer, *, online_capacity: int, offline_fraction: float, batch_size: int):
+        if not 0.0 <= offline_fraction <= 1.0:
+            raise ValueError(f"offline_fraction must be in [0, 1], got {offline_fraction}")
+        super().__init__(offline_buffer, online_capacity=int(online_capacity), offline_fraction=0.5,
+                         batch_size=int(batch_size))
+        self._offline_fraction = self._base_offline_fraction = float(offline_fraction)
+
+    def extend(self, data: TensorDictBase) -> torch.Tensor:
+        """Store online transitions (only :data:`TRANSITION_KEYS`, flattened)."""
+        return super().extend(data.reshape(-1).select(*TRANSITION_KEYS))
