@@ -136,22 +136,30 @@ def test_resume_from_another_config_is_refused(tmp_path):
         train(_cfg("flow_t", "policy.velocity_kwargs.d_model=32", f"resume={tmp_path}"), "x")
 
 
-def test_sigint_saves_checkpoint_and_resume_finishes(tmp_path):
-    run_dir = tmp_path / "run"
-    args = [*COMMON, "policy=gaussian", *TINY["gaussian"], "collector.total_frames=100000",
-            "checkpoint.interval=0", "eval.interval=0", f"hydra.run.dir={run_dir}"]
+def _signal_once_updating(args, run_dir, signum):
+    """Run the recipe CLI, send ``signum`` once its first round of updates is logged; return
+    ``(process, output, seconds from the signal to the exit)``."""
     proc = subprocess.Popen(_cli(*args), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.time() + 120
         while not (run_dir / "logs" / "scalars" / "train" / "loss_qvalue.csv").exists():
             assert proc.poll() is None, proc.stdout.read()
             assert time.time() < deadline, "the run never started updating"
-            time.sleep(0.5)
-        proc.send_signal(signal.SIGINT)
+            time.sleep(0.2)
+        sent = time.time()
+        proc.send_signal(signum)
         output, _ = proc.communicate(timeout=120)
+        return proc, output, time.time() - sent
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_sigint_saves_checkpoint_and_resume_finishes(tmp_path):
+    run_dir = tmp_path / "run"
+    args = [*COMMON, "policy=gaussian", *TINY["gaussian"], "collector.total_frames=100000",
+            "checkpoint.interval=0", "eval.interval=0", f"hydra.run.dir={run_dir}"]
+    proc, output, _ = _signal_once_updating(args, run_dir, signal.SIGINT)
     assert proc.returncode == 130, output
     assert "interrupted:" in output and "Traceback" not in output
     frames = read_checkpoint_metadata(run_dir)["frames"]
@@ -170,21 +178,9 @@ def test_sigterm_mid_round_exits_within_seconds_without_a_new_evaluation(tmp_pat
             "collector.frames_per_batch=100", "collector.init_random_frames=100", "optim.utd_ratio=30",
             "eval.interval=200", "eval.num_episodes=300", "eval.max_steps=200", "checkpoint.interval=0",
             f"hydra.run.dir={run_dir}"]
-    proc = subprocess.Popen(_cli(*args), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        deadline = time.time() + 120
-        # the first round (frame 100) is logged; the second (3000 updates) runs, an eval is due after it
-        while not (run_dir / "logs" / "scalars" / "train" / "loss_qvalue.csv").exists():
-            assert proc.poll() is None, proc.stdout.read()
-            assert time.time() < deadline, "the run never started updating"
-            time.sleep(0.2)
-        sent = time.time()
-        proc.send_signal(signal.SIGTERM)
-        output, _ = proc.communicate(timeout=120)
-        exit_s = time.time() - sent
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    # the signal comes once the first round (frame 100) is logged: the second (3000 updates) runs,
+    # and an evaluation is due after it
+    proc, output, exit_s = _signal_once_updating(args, run_dir, signal.SIGTERM)
     assert proc.returncode == 130, output
     assert exit_s < 15, f"took {exit_s:.1f} s to exit after SIGTERM"
     assert not read_csv_scalar(run_dir, "eval/return_mean")[0]  # no evaluation started after the request

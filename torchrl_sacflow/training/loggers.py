@@ -99,14 +99,19 @@ def read_csv_scalar(run_dir: str | os.PathLike, metric: str) -> tuple[list[int],
     return steps, [rows[s] for s in steps]
 
 
-def truncate_csv_logs(run_dir: str | os.PathLike, max_step: int) -> None:
-    """Drop CSV rows logged after ``max_step``: a resumed run re-logs them from its checkpoint."""
+def truncate_csv_logs(run_dir: str | os.PathLike, max_step: int, *, limits: Mapping[str, int] | None = None) -> None:
+    """Drop CSV rows logged after ``max_step``: a resumed run re-logs them from its checkpoint.
+
+    ``limits`` gives a top-level metric folder (e.g. ``"pretrain"``) its own last step, for runs
+    whose phases log against their own counters.
+    """
     root = csv_scalar_dir(run_dir)
     if not root.is_dir():
         return
     for path in root.rglob("*.csv"):
+        limit = (limits or {}).get(path.relative_to(root).parts[0], max_step)
         with path.open() as file:
-            rows = [row for row in csv.reader(file) if len(row) == 2 and int(float(row[0])) <= max_step]
+            rows = [row for row in csv.reader(file) if len(row) == 2 and int(float(row[0])) <= limit]
         tmp = path.with_suffix(".csv.tmp")
         with tmp.open("w", newline="") as file:
             csv.writer(file, lineterminator="\n").writerows(rows)
