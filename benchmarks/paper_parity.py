@@ -61,7 +61,13 @@ ROWS: dict[str, tuple[list[str], str]] = {
                          "… without batch renorm in the actor (our pre-LayerNorm blocks)"),
     "pc+our_sizes": (_PC + [f"{_VK}.d_model=64", f"{_VK}.obs_hidden=32", f"{_VK}.time_embedding=sinusoidal",
                             f"{_VK}.ffn_activation=silu"], "… with our sizes (d 64, sinusoidal time, SiLU)"),
+    "pc+fine_cadence": (_PC + ["collector.frames_per_batch=10"],
+                        "… with 10 updates after every 10 env steps (the released code: 1 after every step) "
+                        "instead of 1 000 after every 1 000"),
     "paper_today": (["preset=paper"], "`preset=paper` before this work (exact density, target entropy 0)"),
+    "paper_alpha_fine": (["preset=paper", "policy.target_entropy=auto_path", "optim.alpha_init=0.05",
+                          "collector.frames_per_batch=10"],
+                         "`preset=paper` with α₀ = 0.2/K, target entropy −(K+1)·d, 10 updates per 10 env steps"),
     "paper_candidate": (
         ["preset=paper_code", "policy.log_prob=path", "policy.noise_scale=sqrt_dt", "policy.drift_correction=true",
          "policy.sigma_head=state", "policy.target_entropy=auto_path", "optim.alpha_init=0.05"],
