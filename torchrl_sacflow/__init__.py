@@ -20,6 +20,7 @@ from torchrl_sacflow.modules import (
     make_qvalue,
     velocity_module,
 )
+import torchrl_sacflow.envs  # noqa: F401  (registers the multimodal gymnasium tasks)
 from torchrl_sacflow.objectives import CrossQFlowLoss, FlowMatchingLoss, FusedSoftUpdate, SACFlowLoss
 
 __version__ = "0.1.0"
