@@ -252,3 +252,20 @@ def test_bad_inputs_exit_2_with_one_line_on_the_command_line(tmp_path, finished_
         assert len(lines) == 1 and lines[0].startswith("train_mujoco: error: "), f"{name}: {err!r}"
         assert BAD_INPUTS[name][1] in lines[0], f"{name}: {lines[0]!r}"
         assert "Traceback" not in out + err
+
+
+def test_load_trained_policy_acts_like_the_run(tmp_path):
+    from torchrl.envs.utils import ExplorationType, set_exploration_type
+
+    from torchrl_sacflow.training import load_trained_policy
+
+    train(_cfg("flow_t", "collector.total_frames=100"), tmp_path)
+    actor, env = load_trained_policy(tmp_path)
+    saved = torch.load(next((tmp_path / "checkpoint" / "components").glob("*-policy")) / "state.pt")
+    for key, value in actor.state_dict().items():
+        torch.testing.assert_close(value, saved[key])
+    with set_exploration_type(ExplorationType.DETERMINISTIC):
+        td = env.rollout(5, actor)
+    assert td["action"].shape == (5, 1)
+    with pytest.raises(ConfigError, match="holds no finished run"):
+        load_trained_policy(tmp_path / "nope")

@@ -35,6 +35,7 @@ __all__ = [
     "make_checkpoint",
     "save_checkpoint",
     "load_checkpoint",
+    "load_trained_policy",
 ]
 
 CHECKPOINT_DIRNAME = "checkpoint"
@@ -121,3 +122,34 @@ def load_checkpoint(ckpt: Checkpoint, run_dir: str | os.PathLike) -> set[str]:
     saved = set(Checkpoint.manifest(path)["components"])
     wanted = (set(ckpt.components) & saved) - {"config"}
     return set(ckpt.load(path, components=wanted).loaded)
+
+
+def load_trained_policy(run_dir: str | os.PathLike, *, seed: int = 0):
+    """The actor of a MuJoCo-recipe run from its latest checkpoint, and an env to run it in.
+
+    Rebuilds the env (gymnasium id or ``env.make`` factory) and the policy from the run's
+    ``config.yaml``, then loads the ``policy`` component of ``<run_dir>/checkpoint``.
+
+    Returns:
+        ``(actor, env)``: a TorchRL ``ProbabilisticActor`` and the recipe's ``TransformedEnv``.
+
+    Raises:
+        ConfigError: if ``run_dir`` holds no config or no checkpoint.
+    """
+    from omegaconf import OmegaConf
+
+    from torchrl_sacflow.training.envs import make_env, observation_dim
+    from torchrl_sacflow.training.errors import ConfigError
+    from torchrl_sacflow.training.policies import make_policy
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file() or not has_checkpoint(run_dir):
+        raise ConfigError(f"{str(run_dir)!r} holds no finished run of the recipe (config.yaml and checkpoint/)")
+    cfg = OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"), resolve=True)
+    env = make_env(cfg["env"]["id"], factory=cfg["env"].get("make"), observation_keys=cfg["env"].get("observation_keys"),
+                   seed=seed)
+    actor = make_policy(cfg["policy"], env.action_spec, observation_dim(env))
+    ckpt = Checkpoint()
+    ckpt.register("policy", actor, adapter=StateDictCheckpointAdapter(payload_format="torch"))
+    ckpt.load(checkpoint_path(run_dir), components={"policy"})
+    return actor, env
