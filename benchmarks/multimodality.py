@@ -1,0 +1,225 @@
+"""What a flow policy can do that a Gaussian cannot: put its actions on several equally good choices.
+
+    python benchmarks/multimodality.py run       # train every policy on each task, 3 seeds (skips finished runs)
+    python benchmarks/multimodality.py report    # table + figure from the finished runs
+
+Each run is the MuJoCo recipe on a task of ``torchrl_sacflow/envs/multimodal.py`` with its env
+file's budget (``env=bandit2``: 3 000 steps, 500 random, textbook SAC critic)::
+
+    python -m recipes.train_mujoco env=<task> policy=<policy> seed=<s> threads=1
+
+into ``outputs/multimodality/<task>/<policy>_seed<s>``, two at a time. ``report`` loads each run's
+policy (``load_trained_policy``) and draws 2 000 actions on the bandit's (constant) observation:
+
+* **mode shares** — the fraction of samples whose nearest peak is each peak, among the samples
+  within 3 widths of a peak (``near``: the fraction of all samples that are);
+* **TV to π\\*** — total variation between the policy's mode shares and those of the
+  maximum-entropy optimum ``π*(a) ∝ exp(r(a)/α)``, which splits its mass equally (0 = both/all
+  modes kept equally, 0.5 = one of two modes only);
+* the same for the noise-free ODE from 2 000 base draws ``A_0 ~ N(0, I)`` (``deterministic_base
+  = "sample"``), and the deterministic evaluation return (ODE from ``A_0 = 0``).
+
+For ``two_paths`` it records which side of the obstacle 200 sampled episodes pass (among those
+that get beside it), and the total variation of that split from 50/50.
+Writes ``benchmarks/results/multimodality.md`` and ``multimodality.png``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from critics import _finished, run_jobs  # noqa: E402
+
+RUNS_DIR = REPO / "outputs" / "multimodality"
+RESULTS = REPO / "benchmarks" / "results" / "multimodality"
+TASKS = ["bandit2", "bandit4", "two_paths"]
+POLICIES = ["flow_t", "flow_g", "flow_mlp", "gaussian"]
+BASE = ["checkpoint.save_replay_buffer=false", "logger.progress_bar=false", "logger.plot=false"]
+
+
+def run_dir_for(task: str, policy: str, seed: int) -> Path:
+    return RUNS_DIR / task / f"{policy}_seed{seed}"
+
+
+def run(args: argparse.Namespace) -> None:
+    jobs = [(t, p, s) for s in args.seeds for t in args.tasks for p in args.policies]
+    run_jobs(jobs, run_dir_for=lambda job: run_dir_for(*job),
+             args_for=lambda job: [f"env={job[0]}", f"policy={job[1]}", f"seed={job[2]}", "threads=1", *BASE,
+                                   *args.overrides, f"hydra.run.dir={run_dir_for(*job)}"],
+             parallel=args.parallel)
+
+
+def _mode_stats(env, actions: np.ndarray) -> dict:
+    near = env.reward(actions) > np.exp(-4.5)  # within 3 widths of a peak
+    modes = len(env.peaks)
+    idx = env.nearest_peak(actions[near])
+    shares = np.bincount(idx, minlength=modes) / max(len(idx), 1)
+    return {"near": float(near.mean()), "shares": shares.tolist(),
+            "tv": float(0.5 * np.abs(shares - 1.0 / modes).sum()), "reward": float(env.reward(actions).mean())}
+
+
+def measure(task: str, run_dir: Path, n: int = 2000) -> dict:
+    import torch
+    from tensordict import TensorDict
+    from torchrl.envs.utils import ExplorationType, set_exploration_type
+
+    from torchrl_sacflow.envs import MultimodalBandit, TwoPathNavigation
+    from torchrl_sacflow.modules import get_flow_rollout
+    from torchrl_sacflow.training import load_trained_policy, read_csv_scalar
+
+    torch.manual_seed(0)
+    actor, env = load_trained_policy(run_dir)
+    out = {"eval_return": (read_csv_scalar(run_dir, "eval/return_mean")[1] or [float("nan")])[-1]}
+    if task.startswith("bandit"):
+        bandit = MultimodalBandit(int(task[-1]))
+        obs = TensorDict({"observation": torch.zeros(n, 2)}, [n])
+        with torch.no_grad(), set_exploration_type(ExplorationType.RANDOM):
+            sampled = actor(obs.clone())["action"].numpy()
+        out["sampled"] = _mode_stats(bandit, sampled)
+        out["samples"] = sampled[:400].round(3).tolist()
+        try:
+            rollout = get_flow_rollout(actor)
+        except ValueError:
+            rollout = None
+        if rollout is not None:
+            rollout.deterministic_base = "sample"
+            with torch.no_grad(), set_exploration_type(ExplorationType.DETERMINISTIC):
+                ode = actor(obs.clone())["action"].numpy()
+            out["ode"] = _mode_stats(bandit, ode)
+        return out
+    sides = []
+    with torch.no_grad(), set_exploration_type(ExplorationType.RANDOM):
+        for episode in range(200):
+            td = env.rollout(TwoPathNavigation.MAX_STEPS, actor, break_when_any_done=True)
+            xs = td["next", "observation"][:, 0].numpy()
+            ys = td["next", "observation"][:, 1].numpy()
+            beside = np.abs(ys) < TwoPathNavigation.OBSTACLE_RADIUS
+            sides.append(float(np.sign(xs[beside].mean())) if beside.any() else 0.0)
+            if episode < 30:
+                out.setdefault("paths", []).append(td["next", "observation"].numpy().round(3).tolist())
+    sides = np.asarray(sides)
+    passed = sides[sides != 0]  # episodes that got beside the obstacle, on either side
+    left = float((passed < 0).mean()) if len(passed) else float("nan")
+    out["sides"] = {"passed": float((sides != 0).mean()), "left": left, "right": 1.0 - left,
+                    "tv": abs(left - 0.5) if len(passed) else float("nan")}
+    return out
+
+
+def report(args: argparse.Namespace) -> None:
+    cache = RESULTS.with_suffix(".json")
+    results = json.loads(cache.read_text()) if cache.is_file() else {}
+    for task in TASKS:
+        for run_dir in sorted((RUNS_DIR / task).glob("*_seed*")):
+            key = f"{task}/{run_dir.name}"
+            if key not in results and _finished(run_dir):
+                results[key] = measure(task, run_dir)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps(results))
+    lines = ["# Multimodality: can the policy keep several equally good actions?", "",
+             "`python benchmarks/multimodality.py run` then `report`. Mean over seeds (per-seed values in "
+             "brackets). *TV to π\\** = total variation between the policy's mode shares and the equal split of "
+             "the max-entropy optimum (0: all modes kept equally; 0.5 for two modes / 0.75 for four: one mode only). "
+             "*near*: share of samples within 3 peak widths of a peak.", ""]
+    for task in TASKS:
+        rows = {p: [v for k, v in results.items() if k.startswith(f"{task}/{p}_seed")] for p in POLICIES}
+        if not any(rows.values()):
+            continue
+        lines += [f"## {task}", ""]
+        if task.startswith("bandit"):
+            lines += ["| policy | seeds | eval return (ODE, A₀=0) | sampled: near | sampled: TV to π* | "
+                      "ODE from A₀~N(0,I): TV to π* |", "|---|---|---|---|---|---|"]
+            for p, runs in rows.items():
+                if runs:
+                    lines.append(f"| {p} | {len(runs)} | {_fmt([r['eval_return'] for r in runs])} | "
+                                 f"{_fmt([r['sampled']['near'] for r in runs])} | "
+                                 f"{_fmt([r['sampled']['tv'] for r in runs])} | "
+                                 f"{_fmt([r['ode']['tv'] for r in runs if 'ode' in r])} |")
+        else:
+            lines += ["| policy | seeds | eval return | reached the obstacle's side | of those: left | TV to 50/50 |",
+                      "|---|---|---|---|---|---|"]
+            for p, runs in rows.items():
+                if runs:
+                    lines.append(f"| {p} | {len(runs)} | {_fmt([r['eval_return'] for r in runs])} | "
+                                 f"{_fmt([r['sides']['passed'] for r in runs])} | "
+                                 f"{_fmt([r['sides']['left'] for r in runs])} | "
+                                 f"{_fmt([r['sides']['tv'] for r in runs])} |")
+        lines.append("")
+    RESULTS.with_suffix(".md").write_text("\n".join(lines))
+    _figure(results)
+    print("\n".join(lines))
+
+
+def _fmt(values: list) -> str:
+    vals = [v for v in values if v is not None and v == v]
+    if not vals:
+        return "–"
+    text = f"{np.mean(vals):.2f}"
+    return text + (" (" + " / ".join(f"{v:.2f}" for v in vals) + ")" if len(vals) > 1 else "")
+
+
+def _figure(results: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from torchrl_sacflow.envs import MultimodalBandit, TwoPathNavigation
+
+    fig, axes = plt.subplots(len(TASKS), len(POLICIES), figsize=(3.2 * len(POLICIES), 3.2 * len(TASKS)),
+                             squeeze=False)
+    grid = np.linspace(-1, 1, 121)
+    for row, task in enumerate(TASKS):
+        for col, policy in enumerate(POLICIES):
+            ax = axes[row][col]
+            ax.set_xlim(-1, 1), ax.set_ylim(-1, 1), ax.set_aspect("equal"), ax.set_xticks([]), ax.set_yticks([])
+            run = results.get(f"{task}/{policy}_seed0")
+            if task.startswith("bandit"):
+                bandit = MultimodalBandit(int(task[-1]))
+                gx, gy = np.meshgrid(grid, grid)
+                ax.contourf(gx, gy, bandit.reward(np.stack([gx, gy], -1)), levels=8, cmap="Greys", alpha=0.5)
+                if run is not None:
+                    pts = np.asarray(run["samples"])
+                    ax.scatter(pts[:, 0], pts[:, 1], s=3, color="tab:blue", alpha=0.5)
+            else:
+                ax.add_patch(plt.Circle((0, 0), TwoPathNavigation.OBSTACLE_RADIUS, color="grey", alpha=0.5))
+                ax.add_patch(plt.Circle(tuple(TwoPathNavigation.GOAL), TwoPathNavigation.GOAL_RADIUS, color="tab:green",
+                                        alpha=0.4))
+                for path in (run or {}).get("paths", []):
+                    path = np.asarray(path)
+                    ax.plot(path[:, 0], path[:, 1], lw=0.8, color="tab:blue", alpha=0.6)
+            if row == 0:
+                ax.set_title(policy)
+            if col == 0:
+                ax.set_ylabel(task)
+    fig.suptitle("sampled actions (bandits, seed 0) and sampled paths (two_paths) over the reward landscape")
+    fig.tight_layout()
+    fig.savefig(RESULTS.with_suffix(".png"), dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p_run = sub.add_parser("run")
+    p_run.add_argument("--tasks", nargs="+", default=TASKS, choices=TASKS)
+    p_run.add_argument("--policies", nargs="+", default=POLICIES, choices=POLICIES)
+    p_run.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p_run.add_argument("--parallel", type=int, default=2)
+    p_run.add_argument("overrides", nargs="*")
+    sub.add_parser("report")
+    args = parser.parse_args()
+    if args.cmd == "run":
+        run(args)
+    report(args)
+
+
+if __name__ == "__main__":
+    main()
