@@ -223,7 +223,7 @@ class SACFlowLoss(FastSACLoss):
         # the actor's batch-renorm layers (if any) use and update batch statistics only here
         with set_exploration_type(ExplorationType.RANDOM), self._actor_params(), _record_path(
             self._flow_rollout, self.log_path_grad_norms
-        ), batch_statistics(self.actor_network, self._actor_has_batch_norm):
+        ), (batch_statistics(self.actor_network) if self._actor_has_batch_norm else contextlib.nullcontext()):
             # get_dist runs the parameter module in place: give it a selection, not the caller's data
             actor_td = tensordict.select(*self.actor_network.in_keys, strict=False)
             dist = self.actor_network.get_dist(actor_td)
@@ -276,7 +276,10 @@ class SACFlowLoss(FastSACLoss):
         for key in keys:
             next_key = ("next", *((key,) if isinstance(key, str) else key))
             value = tensordict.get(next_key, None)
-            if value is None or not value.is_floating_point() or bool(torch.isfinite(value).all()):
+            if value is None or not value.is_floating_point():
+                continue
+            # eager: skip the common all-finite case; compiled: always mask (no data-dependent branch)
+            if not torch.compiler.is_compiling() and bool(torch.isfinite(value).all()):
                 continue
             mask = terminated.reshape(*terminated.shape[: tensordict.batch_dims], *[1] * (value.ndim - tensordict.batch_dims))
             bad = ~torch.isfinite(value) & mask.bool()
