@@ -198,3 +198,12 @@ def test_velocity_log_std_head_init(init, spread):
     assert (log_std.std() > 0.5) == spread
     if not spread:
         assert log_std.mean().item() == pytest.approx(-1.5, abs=0.05)
+
+
+def test_flow_diagnostics_leave_the_global_rng_alone():
+    actor, batch = make_flow_actor(SPEC, OBS), _batch(16)
+    torch.manual_seed(3)
+    expected = torch.rand(3)
+    torch.manual_seed(3)
+    flow_diagnostics(actor, batch)
+    torch.testing.assert_close(torch.rand(3), expected)

@@ -39,7 +39,12 @@ def flow_diagnostics(
         rollout = get_flow_rollout(actor)
     except ValueError:
         return {}
-    td = batch[:max_samples].select(*actor.in_keys, strict=False)
+    # the draws below leave the global RNG as they found it: logging does not change the run
+    with torch.random.fork_rng(devices=[]):
+        return _diagnostics(actor, rollout, batch[:max_samples].select(*actor.in_keys, strict=False))
+
+
+def _diagnostics(actor, rollout, td) -> dict[str, float]:
     with set_exploration_type(ExplorationType.RANDOM):
         dist = actor.get_dist(td)
     obs, log_std = dist.observation, dist.log_std
