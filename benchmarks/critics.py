@@ -43,6 +43,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from torchrl_sacflow.training import read_csv_scalar  # noqa: E402
+from torchrl_sacflow.training.checkpoint import has_checkpoint  # noqa: E402
 
 RUNS_DIR = REPO / "outputs" / "bench_critics"
 RESULTS_DIR = REPO / "benchmarks" / "results"
@@ -108,9 +109,10 @@ def run_jobs(jobs: list, *, run_dir_for, args_for, parallel: int, threads: int =
     """Run ``python -m recipes.train_mujoco <args_for(job)>`` for each job, ``parallel`` at a time.
 
     A job whose run dir (``run_dir_for(job)``) holds a finished run is skipped; one still running
-    from an earlier driver (its ``<run>.pid``) is waited for, not restarted; anything else starts
-    from scratch. Each run gets ``threads`` torch threads and a ``<run>.log`` beside its dir;
-    ``on_done(job)`` is called as each one ends.
+    from an earlier driver (its ``<run>.pid``) is waited for, not restarted; an unfinished one with a
+    checkpoint (e.g. killed when a session ended) continues from it (``resume=<run dir>``, exact);
+    anything else starts from scratch. Each run gets ``threads`` torch threads and a ``<run>.log``
+    beside its dir; ``on_done(job)`` is called as each one ends.
     """
     pending = [j for j in jobs if not _finished(run_dir_for(j))]
     running: list[tuple[subprocess.Popen | _Adopted, tuple]] = []
@@ -126,11 +128,14 @@ def run_jobs(jobs: list, *, run_dir_for, args_for, parallel: int, threads: int =
         while pending and len(running) < parallel:
             job = pending.pop(0)
             run_dir = run_dir_for(job)
-            if run_dir.exists():
+            resume = run_dir.is_dir() and has_checkpoint(run_dir)
+            if run_dir.exists() and not resume:
                 shutil.rmtree(run_dir)
             run_dir.parent.mkdir(parents=True, exist_ok=True)
             cmd = [sys.executable, "-m", "recipes.train_mujoco", *args_for(job)]
-            log = open(run_dir.parent / f"{run_dir.name}.log", "w")
+            if resume:
+                cmd.append(f"resume={run_dir}")
+            log = open(run_dir.parent / f"{run_dir.name}.log", "a" if resume else "w")
             print(f"[start {time.strftime('%H:%M:%S')}] {shlex.join(cmd[1:])}", flush=True)
             proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env_vars)
             (run_dir.parent / f"{run_dir.name}.pid").write_text(str(proc.pid))

@@ -44,7 +44,7 @@ RUNS_DIR = REPO / "outputs" / "paper_parity"
 RESULTS = REPO / "benchmarks" / "results" / "paper_parity.json"
 BASE = [
     "env=halfcheetah", "policy=flow_t", "collector.init_random_frames=5000", "eval.interval=2000",
-    "eval.num_episodes=5", "checkpoint.interval=0", "checkpoint.save_replay_buffer=false",
+    "eval.num_episodes=5", "checkpoint.interval=1000",
     "logger.progress_bar=false",
 ]
 _PC = ["preset=paper_code"]
@@ -61,18 +61,20 @@ ROWS: dict[str, tuple[list[str], str]] = {
                          "… without batch renorm in the actor (our pre-LayerNorm blocks)"),
     "pc+our_sizes": (_PC + [f"{_VK}.d_model=64", f"{_VK}.obs_hidden=32", f"{_VK}.time_embedding=sinusoidal",
                             f"{_VK}.ffn_activation=silu"], "… with our sizes (d 64, sinusoidal time, SiLU)"),
-    "pc+fine_cadence": (_PC + ["collector.frames_per_batch=10"],
-                        "… with 10 updates after every 10 env steps (the released code: 1 after every step) "
-                        "instead of 1 000 after every 1 000"),
-    "paper_today": (["preset=paper"], "`preset=paper` before this work (exact density, target entropy 0)"),
-    "paper_alpha_fine": (["preset=paper", "policy.target_entropy=auto_path", "optim.alpha_init=0.05",
-                          "collector.frames_per_batch=10"],
-                         "`preset=paper` with α₀ = 0.2/K, target entropy −(K+1)·d, 10 updates per 10 env steps"),
+    "pc+coarse_cadence": (_PC + ["collector.frames_per_batch=1000"],
+                          "… with 1 000 updates after every 1 000 env steps (our default) instead of 10 after "
+                          "every 10 (the released code: 1 after every step)"),
+    "paper_today": (["preset=paper", "collector.frames_per_batch=1000"],
+                    "`preset=paper` before this work (exact density, target entropy 0, 1 000 updates per 1 000 "
+                    "steps)"),
+    "paper_alpha_fine": (["preset=paper", "policy.target_entropy=auto_path", "optim.alpha_init=0.05"],
+                         "`preset=paper` (our Flow-T actor) with α₀ = 0.2/K, target entropy −(K+1)·d, 10 updates "
+                         "per 10 env steps"),
     "paper_candidate": (
-        ["preset=paper_code", "policy.log_prob=path", "policy.noise_scale=sqrt_dt", "policy.drift_correction=true",
-         "policy.sigma_head=state", "policy.target_entropy=auto_path", "optim.alpha_init=0.05"],
-        "the paper's math (path density, σ√Δt, drift, σ(s)) in the released actor architecture, α₀ = 0.2/K, "
-        "target entropy −(K+1)·d"),
+        _PC + ["policy.log_prob=path", "policy.noise_scale=sqrt_dt", "policy.drift_correction=true",
+               "policy.target_entropy=auto_path", "optim.alpha_init=0.05"],
+        "the paper's math (exact path density, σ√Δt, drift correction) in the released actor architecture, "
+        "α₀ = 0.2/K, target entropy −(K+1)·d"),
 }
 CHECKPOINTS = (8000, 10000, 13000, 25000)
 

@@ -163,6 +163,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
                 session_updates += len(out)
                 if out:
                     metrics.update({f"train/{k}": v for k, v in torch.stack(out).mean().items()})
+                if out and (lg["diagnostics_every"] <= 0 or due(lg["diagnostics_every"], before)):
                     metrics.update({f"train/{k}": v for k, v in flow_diagnostics(actor, batch).items()})
                 if grad_every and out and progress["updates"] // grad_every > (progress["updates"] - len(out)) // grad_every:
                     norms = losses.loss_module.path_grad_norms(batch)

@@ -103,17 +103,15 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     width = check_chunking(offline, eval_env, h)
     obs_dim = int(offline["observation"].shape[-1])
     actor = make_policy(c["policy"], eval_env.action_spec, obs_dim).to(device)
-    loss, target_updater = make_chunked_sac_flow_loss(
-        actor, observation_dim=obs_dim, action_width=width, action_chunk=h, gamma=c["gamma"],
-        critic_cells=c["critic"]["num_cells"], num_qvalue_nets=c["critic"]["num_qvalue_nets"],
-        tau=c["critic"]["tau"], alpha_init=opt["alpha_init"], fixed_alpha=not opt["autotune_alpha"],
-        target_entropy=opt["target_entropy"])
-    loss.to(device)
+    losses = make_chunked_sac_flow_loss(
+        actor, c["critic"], observation_dim=obs_dim, action_width=width, action_chunk=h, gamma=c["gamma"],
+        alpha_init=opt["alpha_init"], fixed_alpha=not opt["autotune_alpha"], target_entropy=opt["target_entropy"])
+    loss = losses.loss_module.to(device)
     actor_optim, critic_optim, alpha_optim = make_optimizers(
         loss, actor_lr=opt["actor_lr"], critic_lr=opt["critic_lr"], alpha_lr=opt["alpha_lr"],
         actor_betas=(opt["actor_beta1"], 0.999))
-    update = SACUpdate(loss, actor_optim=actor_optim, critic_optim=critic_optim, target_updater=target_updater,
-                       alpha_optim=alpha_optim if opt["autotune_alpha"] else None)
+    update = SACUpdate(loss, actor_optim=actor_optim, critic_optim=critic_optim, target_updater=losses.target_updater,
+                       alpha_optim=alpha_optim if opt["autotune_alpha"] else None, policy_delay=losses.policy_delay)
     pretrain = FlowMatchingUpdate(actor, lr=opt["pretrain_lr"])
     offline_rb = make_offline_buffer(offline)
     capacity = c["online_buffer_size"]  # allocated in full on the first write; a saved buffer keeps its size
@@ -186,6 +184,73 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
             log_metrics(logger, {f"{name}/eval_{k}": v for k, v in result.items()}, progress[key])
             print(f"{name}: {progress[key]} steps, eval success rate {result['success_rate']:.2f}", flush=True)
 
+    # what this session's online phase did (the summary's speeds and final evaluation)
+    stats = {"last_eval": {}, "frames": 0, "updates": 0, "collect_s": 0.0, "update_s": 0.0}
+
+    def online_phase() -> None:
+        """Online SAC Flow: collect chunks → mixed buffer → updates, eval/log/checkpoint by frames."""
+        total_frames = round_up_frames(c["online_frames"], c["frames_per_batch"])
+        last_eval = stats["last_eval"]
+        if "online_start" not in progress["phase_eval"]:
+            # the starting point of fine-tuning: the last phase's evaluation, or a fresh one
+            initial = progress["phase_eval"].get("offline", progress["phase_eval"].get("pretrain"))
+            last_eval.update({"success_rate": initial} if initial is not None else run_eval())
+            log_metrics(logger, {f"eval/{k}": v for k, v in last_eval.items()}, 0)
+            last_eval["frames"], progress["phase_eval"]["online_start"] = 0, last_eval["success_rate"]
+        if progress["frames"] >= total_frames:
+            return
+        collector = make_collector(env_fn, actor, total_frames=total_frames - progress["frames"],
+                                   frames_per_batch=c["frames_per_batch"], seed=c["seed"] + progress["frames"],
+                                   device=device, compile_policy=c["compile_policy"])
+        pbar = bar(total_frames, progress["frames"], "online", "frame")
+        t_ready = time.perf_counter()
+        for data in collector:
+            stats["collect_s"] += time.perf_counter() - t_ready
+            data = data.reshape(-1)
+            replay_buffer.extend(data)
+            before = progress["frames"]
+            progress["frames"] += data.numel()
+            stats["frames"] += data.numel()
+            metrics = {}
+            done = data["next", "done"].squeeze(-1)
+            if done.any():
+                progress["episodes"] += int(done.sum())
+                metrics["train/episode_success_rate"] = data["next", "success"].squeeze(-1)[done].float().mean()
+                metrics["train/episodes"] = progress["episodes"]
+            loss.proximity_coef = beta_online(before) / width
+            t0, out = time.perf_counter(), []
+            for _ in range(round(data.numel() * c["updates_per_frame"])):
+                if stop.requested:
+                    break
+                out.append(update(replay_buffer.sample().to(device)))
+            stats["update_s"] += time.perf_counter() - t0
+            progress["updates"] += len(out)
+            stats["updates"] += len(out)
+            if out:
+                metrics.update({f"train/{k}": v for k, v in torch.stack(out).mean().items()})
+            metrics.update({"train/beta": beta_online(before), "train/offline_fraction": c["offline_fraction"]})
+            collector.update_policy_weights_()
+            if not stop.requested and ((ev["interval"] and progress["frames"] // ev["interval"] > before // ev["interval"])
+                                       or progress["frames"] >= total_frames):  # no new eval once stopping
+                last_eval.update({**run_eval(), "frames": progress["frames"]})
+                metrics.update({f"eval/{k}": v for k, v in last_eval.items() if k != "frames"})
+            metrics["time/env_frames_per_s"] = stats["frames"] / max(stats["collect_s"], 1e-9)
+            metrics["time/updates_per_s"] = stats["updates"] / max(stats["update_s"], 1e-9)
+            metrics["time/wall_time_s"] = wall_before + time.perf_counter() - start
+            log_metrics(logger, metrics, progress["frames"])
+            pbar.update(data.numel())
+            pbar.set_postfix(success=last_eval.get("success_rate", math.nan), beta=beta_online(before), refresh=False)
+            if stop.requested:
+                break
+            interval = c["checkpoint"]["interval"]
+            if interval and progress["frames"] // interval > before // interval:
+                save()
+            t_ready = time.perf_counter()
+        collector.shutdown()
+        pbar.close()
+
+    # The phases, in order; each one's end is checkpointed, so a resumed run starts where it stopped
+    t_online = time.perf_counter()
     with StopOnSignal() as stop:
         # 1. Flow-matching pre-training (behaviour cloning) on the demonstrations
         if progress["phase"] == "pretrain":
@@ -200,70 +265,11 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
             if not stop.requested:
                 progress["phase"] = "online"
                 save()
-
-        # 3. Online SAC Flow: collect chunks → mixed buffer → updates, eval/log/checkpoint by frames
-        total_frames = round_up_frames(c["online_frames"], c["frames_per_batch"])
-        last_eval: dict = {}
-        if progress["phase"] == "online" and not stop.requested and "online_start" not in progress["phase_eval"]:
-            # the starting point of fine-tuning: the last phase's evaluation, or a fresh one
-            initial = progress["phase_eval"].get("offline", progress["phase_eval"].get("pretrain"))
-            last_eval = {"success_rate": initial} if initial is not None else run_eval()
-            log_metrics(logger, {f"eval/{k}": v for k, v in last_eval.items()}, 0)
-            last_eval["frames"], progress["phase_eval"]["online_start"] = 0, last_eval["success_rate"]
-        session_frames = session_updates = 0
-        collect_time = update_time = 0.0
-        t_online = time.perf_counter()
-        if progress["phase"] == "online" and progress["frames"] < total_frames and not stop.requested:
-            collector = make_collector(env_fn, actor, total_frames=total_frames - progress["frames"],
-                                       frames_per_batch=c["frames_per_batch"], seed=c["seed"] + progress["frames"],
-                                       device=device, compile_policy=c["compile_policy"])
-            pbar = bar(total_frames, progress["frames"], "online", "frame")
-            t_ready = time.perf_counter()
-            for data in collector:
-                collect_time += time.perf_counter() - t_ready
-                data = data.reshape(-1)
-                replay_buffer.extend(data)
-                before = progress["frames"]
-                progress["frames"] += data.numel()
-                session_frames += data.numel()
-                metrics = {}
-                done = data["next", "done"].squeeze(-1)
-                if done.any():
-                    progress["episodes"] += int(done.sum())
-                    metrics["train/episode_success_rate"] = data["next", "success"].squeeze(-1)[done].float().mean()
-                    metrics["train/episodes"] = progress["episodes"]
-                loss.proximity_coef = beta_online(before) / width
-                t0, out = time.perf_counter(), []
-                for _ in range(round(data.numel() * c["updates_per_frame"])):
-                    if stop.requested:
-                        break
-                    out.append(update(replay_buffer.sample().to(device)))
-                update_time += time.perf_counter() - t0
-                progress["updates"] += len(out)
-                session_updates += len(out)
-                if out:
-                    metrics.update({f"train/{k}": v for k, v in torch.stack(out).mean().items()})
-                metrics.update({"train/beta": beta_online(before), "train/offline_fraction": c["offline_fraction"]})
-                collector.update_policy_weights_()
-                if not stop.requested and ((ev["interval"] and progress["frames"] // ev["interval"] > before // ev["interval"])
-                                           or progress["frames"] >= total_frames):  # no new eval once stopping
-                    last_eval = {**run_eval(), "frames": progress["frames"]}
-                    metrics.update({f"eval/{k}": v for k, v in last_eval.items() if k != "frames"})
-                metrics["time/env_frames_per_s"] = session_frames / max(collect_time, 1e-9)
-                metrics["time/updates_per_s"] = session_updates / max(update_time, 1e-9)
-                metrics["time/wall_time_s"] = wall_before + time.perf_counter() - start
-                log_metrics(logger, metrics, progress["frames"])
-                pbar.update(data.numel())
-                pbar.set_postfix(success=last_eval.get("success_rate", math.nan), beta=beta_online(before),
-                                 refresh=False)
-                if stop.requested:
-                    break
-                interval = c["checkpoint"]["interval"]
-                if interval and progress["frames"] // interval > before // interval:
-                    save()
-                t_ready = time.perf_counter()
-            collector.shutdown()
-            pbar.close()
+        # 3. Online SAC Flow, β annealed
+        if progress["phase"] == "online" and not stop.requested:
+            t_online = time.perf_counter()
+            online_phase()
+    last_eval, session_frames = stats["last_eval"], stats["frames"]
     if progress["phase"] == "online" and not stop.requested and last_eval.get("frames") != progress["frames"]:
         last_eval = {**run_eval(), "frames": progress["frames"]}  # e.g. a resumed, already finished run
         log_metrics(logger, {f"eval/{k}": v for k, v in last_eval.items() if k != "frames"}, progress["frames"])
@@ -274,6 +280,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
         plot_runs([run_dir], out=run_dir / "success_rate.png", metric="eval/success_rate",
                   title=f"{c['env']['id']} {c['policy']['name']} offline-to-online")
     online_s = time.perf_counter() - t_online
+    collect_time, update_time, session_updates = stats["collect_s"], stats["update_s"], stats["updates"]
     summary = {
         "run_dir": str(run_dir), "dataset": str(dataset), "phase": progress["phase"],
         "pretrain_steps": progress["pretrain_steps"], "offline_steps": progress["offline_steps"],
@@ -311,5 +318,5 @@ def main(cfg: DictConfig) -> None:
 
 if __name__ == "__main__":
     with exit_on_config_error("train_robomimic"):  # `policy=<unknown>`: one line, before hydra composes
-        check_group_choices([a for a in sys.argv[1:] if a.startswith("policy=")], CONFIG_DIR)
+        check_group_choices([a for a in sys.argv[1:] if a.startswith(("policy=", "critic="))], CONFIG_DIR)
     main()

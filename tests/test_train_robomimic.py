@@ -6,6 +6,7 @@ takes about a minute on 2 cores.
 from __future__ import annotations
 
 import json
+import math
 import re
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 from tensordict import TensorDict
 
 from torchrl_sacflow.training import ConfigError, read_csv_scalar
@@ -82,6 +84,17 @@ def test_pretrain_then_finetune_logs_success_rate(lift_file, tmp_path):
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["frames"] == 8
 
 
+def test_critic_group_is_shared_with_the_mujoco_recipe(lift_file, tmp_path):
+    """critic=crossq: BatchRenorm critics without a target network on the chunk, actor every 2nd step."""
+    summary = _train(lift_file, tmp_path / "run", "online_frames=8", "action_chunk=2", "critic=crossq",
+                     "critic.policy_delay=2", "critic.warmup_steps=4")
+    assert summary["frames"] == 8 and summary["updates"] == 8 and summary["chunking"]["critic_gamma"] == pytest.approx(0.99**2)
+    saved = OmegaConf.load(tmp_path / "run" / "config.yaml")
+    assert saved.critic.name == "crossq" and saved.critic.tau == 1.0
+    steps, q_loss = read_csv_scalar(tmp_path / "run", "train/loss_qvalue")
+    assert steps == [4, 8] and all(math.isfinite(v) for v in q_loss)
+
+
 def test_chunking_is_consistent_between_data_env_and_loss(lift_file, tmp_path):
     summary = _train(lift_file, tmp_path / "run", "online_frames=4", "action_chunk=3", "offline_steps=0",
                      "logger.plot=false")
@@ -99,8 +112,9 @@ def test_chunking_is_consistent_between_data_env_and_loss(lift_file, tmp_path):
     env = make_robomimic_env(lift_file, action_chunk=2, max_episode_steps=10)
     assert check_chunking(data, env, 2) == 14
     actor = make_flow_actor(env.action_spec, data["observation"].shape[-1], velocity="gru", noise_std=0.1)
-    loss, _ = make_chunked_sac_flow_loss(actor, observation_dim=data["observation"].shape[-1], action_width=14,
-                                         action_chunk=2, gamma=0.9, critic_cells=(8,))
+    loss = make_chunked_sac_flow_loss(actor, {"name": "sac", "num_cells": [8]},
+                                      observation_dim=data["observation"].shape[-1], action_width=14,
+                                      action_chunk=2, gamma=0.9).loss_module
     assert float(loss.value_estimator.gamma) == pytest.approx(0.81)
     env3 = make_robomimic_env(lift_file, action_chunk=3, max_episode_steps=10)
     with pytest.raises(ConfigError, match="14 wide but the env's chunked action is 21 wide"):
@@ -154,6 +168,7 @@ def test_mixed_buffer_takes_exact_offline_share():
         (["dataset={lift}", "policy.num_steps=0"], "policy.num_steps (K, Euler steps) must be an integer >= 1, got 0"),
         (["dataset={lift}", "offline_fraction=1.5"], "offline_fraction must be in [0, 1], got 1.5"),
         (["dataset={lift}", "policy=flow_x"], "unknown policy 'flow_x': expected one of flow_g, flow_mlp, flow_t"),
+        (["dataset={lift}", "critic=td3"], "unknown critic 'td3': expected one of crossq, sac"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(lift_file, tmp_path, overrides, message):
@@ -199,6 +214,7 @@ def test_env_side_errors_are_one_line_too(lift_file, tmp_path):
         ("policy.noise_std=null", "policy.noise_std (σ, fixed sampling noise) must be set"),
         ("compile_policy=fast", "compile_policy must be true, false or a torch.compile mode"),
         ("task=can", "records robosuite env 'Lift', not 'PickPlaceCan'"),
+        ("critic.policy_delay=0", "critic.policy_delay must be an integer >= 1, got 0"),
     ],
 )
 def test_bad_config_values_raise_config_error(lift_file, tmp_path, override, message):

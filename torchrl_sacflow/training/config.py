@@ -139,6 +139,13 @@ def check_compile_setting(value: Any, name: str, device: Any = None) -> None:
             ) from None
 
 
+def check_critic_config(critic: Mapping[str, Any]) -> None:
+    """The ``critic`` group (both recipes): a known critic name and a policy delay of at least 1."""
+    if critic.get("name") not in CRITICS:
+        raise ConfigError(f"unknown critic {critic.get('name')!r}: expected one of {sorted(CRITICS)}")
+    _positive_int(critic.get("policy_delay", 1), "critic.policy_delay")
+
+
 def validate_train_config(cfg: Mapping[str, Any]) -> None:
     """Check a ``train_mujoco``-style config (plain dict, interpolations resolved)."""
     if cfg["env"].get("make"):
@@ -146,8 +153,7 @@ def validate_train_config(cfg: Mapping[str, Any]) -> None:
     else:
         check_env_id(cfg["env"]["id"])
     check_policy_config(cfg["policy"])
-    if cfg["critic"].get("name") not in CRITICS:
-        raise ConfigError(f"unknown critic {cfg['critic'].get('name')!r}: expected one of {sorted(CRITICS)}")
+    check_critic_config(cfg["critic"])
     col = cfg["collector"]
     _positive_int(col["total_frames"], "collector.total_frames")
     _positive_int(col["frames_per_batch"], "collector.frames_per_batch")

@@ -11,7 +11,7 @@
 * :class:`LinearSchedule` — the β of the proximity term, annealed linearly over online frames.
 * :class:`FlowMatchingUpdate` — one behaviour-cloning step, the pre-training counterpart of
   :class:`~torchrl_sacflow.training.SACUpdate`.
-* :func:`make_chunked_sac_flow_loss` — SACFlowLoss whose critic target discounts by γ^h.
+* :func:`make_chunked_sac_flow_loss` — the `critic` group's loss with a critic target discounted by γ^h.
 * :func:`evaluate_success` — success rate of the deterministic (ODE) policy.
 * :func:`check_offline_online_config`, :func:`read_task_env_args`, :func:`check_chunking` — one-line
   errors (:class:`ConfigError`) for bad settings, a file of another task, mismatched chunk widths.

@@ -5,7 +5,7 @@ import math
 from typing import Any, Mapping
 
 
-from torchrl_sacflow.training.config import check_compile_setting
+from torchrl_sacflow.training.config import check_compile_setting, check_critic_config
 from torchrl_sacflow.training.errors import ConfigError
 from torchrl_sacflow.training.policies import check_policy_config
 from torchrl_sacflow.training.threads import resolve_device
@@ -26,6 +26,7 @@ def _number(cfg: Mapping[str, Any], key: str) -> float:
 def check_offline_online_config(cfg: Mapping[str, Any]) -> None:
     """Check a ``train_robomimic`` config (plain dict, interpolations resolved)."""
     check_policy_config(cfg["policy"])
+    check_critic_config(cfg["critic"])
     if cfg["policy"]["kind"] != "flow":
         raise ConfigError(f"policy={cfg['policy']['name']}: offline-to-online needs a flow policy (flow_t, flow_g, flow_mlp)")
     if cfg["policy"]["noise_std"] is None:

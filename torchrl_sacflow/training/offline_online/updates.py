@@ -1,14 +1,14 @@
 """The offline-to-online training steps: β schedule, flow-matching pre-training, the γ^h SAC loss."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 from tensordict import TensorDict, TensorDictBase
 from torch import nn
 
-from torchrl_sacflow.objectives import FlowMatchingLoss, FusedSoftUpdate, SACFlowLoss
-from torchrl_sacflow.training.losses import make_loss
+from torchrl_sacflow.objectives import FlowMatchingLoss
+from torchrl_sacflow.training.losses import LossBundle, make_loss
 
 
 class LinearSchedule:
@@ -53,31 +53,30 @@ class FlowMatchingUpdate:
 
 def make_chunked_sac_flow_loss(
     actor: nn.Module,
+    critic_cfg: Mapping[str, Any],
     *,
     observation_dim: int,
     action_width: int,
     action_chunk: int,
     gamma: float,
-    critic_cells: Sequence[int] = (256, 256),
-    num_qvalue_nets: int = 2,
-    tau: float = 0.005,
     alpha_init: float = 0.2,
     fixed_alpha: bool = False,
     target_entropy: float = 0.0,
     proximity_coef: float = 0.0,
-) -> tuple[SACFlowLoss, FusedSoftUpdate]:
-    """SACFlowLoss with twin MLP critics on ``[s, a_{t:t+h}]`` and a γ^h critic target: the ``sac``
-    critic option of :func:`~torchrl_sacflow.training.make_loss` at discount ``γ^h``.
+) -> LossBundle:
+    """The ``critic`` group's loss (:func:`~torchrl_sacflow.training.make_loss`, e.g. ``sac``: twin MLP
+    critics with a Polyak target, or ``crossq``) on ``[s, a_{t:t+h}]`` with a γ^h critic target.
 
     A chunk transition's reward is already the discounted sum over its ``h`` steps, so the
     bootstrap term is discounted by γ^h: ``y = Σ_j γ^j r_j + γ^h (1 − terminated) V(s_{t+h})``.
     A chunk cut short by the episode end either terminates (no bootstrap) or is truncated, so the
     constant γ^h is exact wherever it is used. The proximity term is on from the start (β set later).
+
+    Raises:
+        ConfigError: an unknown ``critic_cfg["name"]`` or a ``policy_delay`` below 1.
     """
-    bundle = make_loss(
-        {"name": "sac", "num_cells": list(critic_cells), "num_qvalue_nets": num_qvalue_nets, "tau": tau},
-        actor, observation_dim=observation_dim, action_dim=action_width, gamma=gamma**action_chunk,
+    return make_loss(
+        critic_cfg, actor, observation_dim=observation_dim, action_dim=action_width, gamma=gamma**action_chunk,
         alpha_init=alpha_init, target_entropy=target_entropy, device=next(actor.parameters()).device,
         fixed_alpha=fixed_alpha, proximity_coef=proximity_coef,
     )
-    return bundle.loss_module, bundle.target_updater
