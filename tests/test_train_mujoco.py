@@ -52,7 +52,7 @@ def _cli(*args):
 
 @pytest.mark.parametrize("policy", list(TINY))
 def test_smoke_run_every_policy_on_pendulum(policy, tmp_path):
-    summary = train(_cfg(policy, "logger.log_path_grad_norms_every=50"), tmp_path)
+    summary = train(_cfg(policy, "logger.log_path_grad_norms_every=50", "logger.diagnostics_every=200"), tmp_path)
     # updates start once init_random_frames are in: 3 batches x 100 frames x utd 0.5
     assert summary["frames"] == 300 and summary["updates"] == 150 and not summary["interrupted"]
     assert summary["eval_return_mean"] is not None and summary["eval_return_mean"] < 0
@@ -66,6 +66,9 @@ def test_smoke_run_every_policy_on_pendulum(policy, tmp_path):
         assert not grad_steps
     else:
         assert grad_steps == [100, 200, 300]  # after updates 50, 100, 150
+        # σ and the ODE gap once the frame counter crosses a multiple of diagnostics_every (with updates)
+        assert read_csv_scalar(tmp_path, "train/sigma_mean")[0] == [200]
+        assert read_csv_scalar(tmp_path, "train/ode_action_gap")[0] == [200]
         assert read_csv_scalar(tmp_path, "train/path_grad_norm_step_3")[0] and \
             not read_csv_scalar(tmp_path, "train/path_grad_norm_step_4")[0]
     assert read_checkpoint_metadata(tmp_path)["frames"] == 300
