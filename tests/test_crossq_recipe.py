@@ -113,7 +113,7 @@ def test_preset_paper_composes_paper_configuration():
 def test_presets_run_and_log_flow_diagnostics(preset, tmp_path):
     """Both paper presets compose with the tiny budget and train; the flow diagnostics are logged."""
     cfg = _cfg("flow_t", f"preset={preset}", "collector.init_random_frames=100", "optim.batch_size=32",
-               "critic.num_cells=[32,32]", "++policy.velocity_kwargs.obs_hidden=8")
+               "critic.num_cells=[32,32]", "++policy.velocity_kwargs.obs_hidden=8", "logger.diagnostics_every=0")
     summary = train(cfg, tmp_path)
     assert summary["frames"] == 200 and summary["updates"] == 60 and not summary["interrupted"]
     for metric in ("alpha", "entropy", "sigma_mean", "ode_action_gap"):
