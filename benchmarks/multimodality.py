@@ -58,11 +58,10 @@ def run(args: argparse.Namespace) -> None:
 
 
 def _mode_stats(env, actions: np.ndarray) -> dict:
-    near = env.reward(actions) > np.exp(-4.5)  # within 3 widths of a peak
+    fractions = env.mode_fractions(actions)  # within 3 widths of each peak (peaks are 10 widths apart)
     modes = len(env.peaks)
-    idx = env.nearest_peak(actions[near])
-    shares = np.bincount(idx, minlength=modes) / max(len(idx), 1)
-    return {"near": float(near.mean()), "shares": shares.tolist(),
+    shares = fractions / max(fractions.sum(), 1e-12)
+    return {"near": float(fractions.sum()), "shares": shares.tolist(),
             "tv": float(0.5 * np.abs(shares - 1.0 / modes).sum()), "reward": float(env.reward(actions).mean())}
 
 

@@ -14,6 +14,10 @@ def test_bandit_has_equal_separated_peaks(modes):
     np.testing.assert_allclose(env.reward(peaks), 1.0)
     assert env.reward(peaks.mean(0)) < 1e-5  # the valley between the peaks
     assert (env.nearest_peak(peaks + 0.05) == np.arange(modes)).all()
+    # 3 actions on the first peak (one 2.9 widths off), one in the valley: fractions 3/4, 0, ...
+    on_first = np.array([peaks[0], peaks[0] + [0.29, 0.0], peaks[0] + [0.0, -0.1], peaks.mean(0)])
+    np.testing.assert_allclose(env.mode_fractions(on_first), [0.75] + [0.0] * (modes - 1))
+    np.testing.assert_allclose(env.mode_fractions(peaks), np.full(modes, 1.0 / modes))
     obs, _ = env.reset(seed=0)
     _, reward, terminated, truncated, _ = env.step(peaks[-1])
     assert reward == pytest.approx(1.0) and terminated and not truncated and (obs == 0).all()

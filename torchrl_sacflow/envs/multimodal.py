@@ -65,6 +65,17 @@ class MultimodalBandit(gym.Env):
         a = np.asarray(action, dtype=np.float64)[..., None, :]
         return ((a - self.peaks) ** 2).sum(-1).argmin(-1)
 
+    def mode_fractions(self, actions: np.ndarray, within: float = 3.0) -> np.ndarray:
+        """Fraction of ``actions`` (``[n, 2]``) within ``within`` peak widths of each peak: ``[num_modes]``.
+
+        The rest (``1 − sum``) is off every peak, e.g. in the valley. How the benchmark and the tests
+        tell a policy that keeps every mode from one that keeps one or sits between them.
+        """
+        a = np.asarray(actions, dtype=np.float64).reshape(-1, 2)
+        dist = np.sqrt(((a[:, None, :] - self.peaks) ** 2).sum(-1))  # [n, modes]
+        on = dist <= within * self.width
+        return on.mean(0)
+
     def reset(self, *, seed: int | None = None, options=None):
         super().reset(seed=seed)
         return np.zeros(2, dtype=np.float32), {}
