@@ -13,7 +13,9 @@ Every run is the MuJoCo recipe itself::
 into ``outputs/paper_parity/<frames>/<row>/seed<s>``, ``--parallel`` at a time (default 2, with
 ``--threads`` 1 each: the two cores of these machines; two 2-thread jobs at once are ~19x slower).
 A run whose ``summary.json`` exists is skipped, one still running from an earlier driver is waited
-for, anything else unfinished starts again. What a finished run measured is copied into
+for, an unfinished one continues from its last checkpoint (every 1 000 env steps, replay buffer
+included: a session that ends mid-run loses at most 1 000 steps), anything else starts again. What a
+finished run measured is copied into
 ``benchmarks/results/paper_parity.json`` (committed), so a later session skips it even on a fresh
 clone, and ``report`` writes ``paper_parity.md`` / ``paper_parity.png`` from that file.
 
@@ -169,8 +171,9 @@ def report(args: argparse.Namespace | None = None) -> None:
     lines = [
         "# Paper parity on HalfCheetah-v4 (issue 20)", "",
         "`python benchmarks/paper_parity.py run` (then `report`); each run is the MuJoCo recipe, Flow-T,",
-        "5 000 uniform-random steps, then 1 000 updates per 1 000 env steps (CrossQ critic 2 × 1024, batch 512,",
-        "actor every 3rd update), 1 torch thread, two runs at a time on a 2-core CPU. Cells: mean over seeds",
+        "5 000 uniform-random steps, then 10 updates after every 10 env steps (the presets' cadence; rows",
+        "marked 1 000 use 1 000 after every 1 000), CrossQ critic 2 × 1024, batch 512, actor every 3rd update;",
+        "1 torch thread, two runs at a time on a 2-core CPU. Cells: mean over seeds",
         "(per-seed values in brackets). *train* = training episode return of the episode ending at that step;",
         "*eval* = deterministic noise-free ODE, 5 episodes. α, entropy (−mean log π), σ and the sampled-vs-ODE",
         "action gap are the last logged values. The released JAX code, same machine type: **2 481 @ 10k,",
