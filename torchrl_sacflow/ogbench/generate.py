@@ -70,7 +70,7 @@ P_STACK_RANGES: dict[str, tuple[float, float]] = {
 _DEFAULT_P_RANDOM_ACTION = {"play": 0.0, "noisy": 0.1}
 #: Scale of the ``noisy`` recipe's Gaussian noise per action entry, times ``xi``.
 _MARKOV_NOISE_SCALE = np.array([1.0, 1.0, 1.0, 3.0, 10.0])
-#: A failed subtask opens the gripper this many steps (drawn uniformly below it) after the grasp.
+#: A failed subtask opens the gripper after it has held something for 1 to this many steps (drawn uniformly).
 _MAX_DROP_DELAY = 15
 #: The gripper holds something when its contact signal exceeds this (as ``CubeMarkovOracle`` tests).
 _HOLDING_CONTACT = 0.5
@@ -149,7 +149,7 @@ class _Collector:
     def _new_subtask(self, ob, info) -> None:
         self.oracle.reset(ob, info)
         self.sabotaged = self.p_failed_subtask > 0 and self.rng.random() < self.p_failed_subtask
-        self.drop_delay = int(self.rng.integers(0, _MAX_DROP_DELAY))
+        self.drop_delay = int(self.rng.integers(1, _MAX_DROP_DELAY + 1))
         self.held_steps = 0
         self.dropped = False
 
@@ -178,7 +178,7 @@ class _Collector:
             action = np.clip(action, -1.0, 1.0)
             if self.sabotaged and not self.dropped:
                 self.held_steps += bool(info["proprio/gripper_contact"][0] > _HOLDING_CONTACT)
-                self.dropped = self.held_steps > self.drop_delay
+                self.dropped = self.held_steps >= self.drop_delay
             if self.sabotaged and self.dropped:
                 action[4] = -1.0  # open the gripper: the cube falls wherever it is
             next_ob, _, _, _, info = env.step(action)
@@ -254,9 +254,9 @@ def generate_ogbench_dataset(
             uniformly in ``[min_episode_steps, max_episode_steps)`` rows. Defaults to ``0.0``.
         min_episode_steps (int, optional): shortest cut episode, in rows (>= 2). Defaults to
             ``max(2, max_episode_steps // 10)``.
-        p_failed_subtask (float): probability that a subtask fails on purpose: 0 to 14 steps
-            after the gripper first holds something, it is forced open until the oracle ends the
-            subtask. Defaults to ``0.0``.
+        p_failed_subtask (float): probability that a subtask fails on purpose: once the gripper
+            has held something for 1 to 15 steps (drawn uniformly), it is forced open (the cube
+            drops) until the oracle ends the subtask. Defaults to ``0.0``.
         val_transitions (int): also write OGBench's validation file ``<name>-val.npz`` with this
             many transitions, collected after the training file (the official files have a tenth
             as many episodes). Defaults to ``0`` (none).
