@@ -44,6 +44,7 @@ import numpy as np
 import torch
 from tensordict import TensorDict
 
+from torchrl_sacflow.action_chunks import chunk_episode
 from torchrl_sacflow.errors import ConfigError
 
 __all__ = [
@@ -216,51 +217,6 @@ def _read_low_dim(group, demo: str, key: str, where: str, path: PathLike) -> np.
     return value
 
 
-def _chunk_episode(
-    obs: np.ndarray,
-    next_obs: np.ndarray,
-    actions: np.ndarray,
-    rewards: np.ndarray,
-    dones: np.ndarray,
-    h: int,
-    gamma: float,
-    success: np.ndarray,
-) -> dict[str, np.ndarray]:
-    """Builds one transition per step of an episode, each spanning up to ``h`` steps.
-
-    ``dones`` here are the terminal flags the caller decided on (see ``terminal_rule``) and
-    ``success`` the steps whose reward marks success."""
-    T = actions.shape[0]
-    start = np.arange(T)[:, None]
-    offset = np.arange(h)[None, :]
-    idx = start + offset
-    in_episode = idx < T
-    idx = np.minimum(idx, T - 1)
-    done_at = dones[idx] & in_episode
-    # step j of a window runs only if no done happened at steps 0..j-1 of it
-    done_before = (np.cumsum(done_at, axis=1) - done_at) > 0
-    executed = in_episode & ~done_before
-    length = executed.sum(1)
-    last = start[:, 0] + length - 1
-    action_idx = np.where(executed, idx, last[:, None])
-    chunk_actions = actions[action_idx].reshape(T, h * actions.shape[-1])
-    discounts = gamma ** offset.astype(np.float64)
-    step_rewards = np.where(executed, rewards[idx], 0.0)
-    reward = (step_rewards * discounts).sum(1)
-    terminated = (done_at & executed).any(1)
-    truncated = (last == T - 1) & ~terminated
-    return {
-        "observation": obs,
-        "action": chunk_actions,
-        "next_observation": next_obs[last],
-        "reward": reward,
-        "terminated": terminated,
-        "truncated": truncated,
-        "success": (success[idx] & executed).any(1),
-        "chunk_length": length,
-    }
-
-
 def _check_action_bounds(path, action: np.ndarray, bounds, action_dim: int, out_of_bounds: str) -> np.ndarray:
     """The chunked actions checked against one primitive action's ``(low, high)`` (see the loader)."""
     import warnings
@@ -417,7 +373,7 @@ def load_robomimic_dataset(
                 )
             success = rewards >= success_reward
             terminal = success if terminal_rule == "success" else dones
-            episode_data = _chunk_episode(obs, next_obs, actions, rewards, terminal, h, gamma, success)
+            episode_data = chunk_episode(obs, next_obs, actions, rewards, terminal, h, gamma, success)
             for key, value in episode_data.items():
                 pieces.setdefault(key, []).append(value)
             episode_ids.append(np.full(T, episode, dtype=np.int64))
