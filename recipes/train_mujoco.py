@@ -95,7 +95,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
         weight_decay=opt["weight_decay"])
     update = SACUpdate(losses.loss_module, actor_optim=actor_optim, critic_optim=critic_optim,
                        alpha_optim=alpha_optim, target_updater=losses.target_updater,
-                       policy_delay=losses.policy_delay, compile=opt["compile"])
+                       policy_delay=losses.policy_delay, compile=opt["compile"], autocast=opt["autocast"])
     replay_buffer = make_replay_buffer(c["replay_buffer"]["size"], opt["batch_size"], device=device,
                                        storage=c["replay_buffer"]["storage"],
                                        scratch_dir=c["replay_buffer"]["scratch_dir"])

@@ -200,6 +200,7 @@ BAD_INPUTS = {  # name: (overrides, expected message)
     "other config": (["policy.num_steps=2", "resume={good}"], "another env/policy/critic config"),
     "compile mode": (["optim.compile=fastest"], "optim.compile must be true, false or a torch.compile mode"),
     "collector compile": (["collector.compile_policy=1"], "collector.compile_policy must be true, false or"),
+    "autocast": (["optim.autocast=fp16"], "optim.autocast must be null or bf16, got 'fp16'"),
     "log-prob kind": (["policy.log_prob=marginal"], "unknown policy.log_prob 'marginal'"),
     "sigma head on gru": (["policy.velocity=gru", "policy.sigma_head=velocity"], "policy.sigma_head=velocity needs"),
     "velocity option": (["policy.velocity=gru"], "'num_layers'] are not options of the gru velocity"),

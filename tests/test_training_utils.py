@@ -117,6 +117,36 @@ def test_update_rejects_bad_policy_delay():
         SACUpdate(bundle.loss_module, actor_optim=optims[0], critic_optim=optims[1], policy_delay=0)
 
 
+@pytest.mark.parametrize("policy", ["flow_t", "gaussian"])
+def test_bf16_autocast_runs_the_matmuls_in_bfloat16_and_keeps_float32_weights(policy):
+    """optim.autocast=bf16: the critic's and actor's linear layers compute in bfloat16 while the
+    parameters, their updates and the returned losses stay float32, close to the float32 step's."""
+    losses = {}
+    for autocast in (None, "bf16"):
+        _, bundle, optims, _ = _build(policy, seed=3)
+        update = SACUpdate(bundle.loss_module, actor_optim=optims[0], critic_optim=optims[1],
+                           alpha_optim=optims[2], target_updater=bundle.target_updater, autocast=autocast)
+        dtypes = set()
+        hooks = [m.register_forward_hook(lambda mod, inp, out: dtypes.add(out.dtype))
+                 for m in bundle.loss_module.modules() if isinstance(m, torch.nn.Linear)]
+        before = _snapshot(bundle.loss_module.qvalue_network_params)
+        torch.manual_seed(0)
+        metrics = update(_batch())
+        for hook in hooks:
+            hook.remove()
+        # nn.Linear layers (the flow actor's; the critics' fast path calls batched matmuls instead)
+        assert dtypes == ({torch.bfloat16} if autocast else {torch.float32}) or (policy == "gaussian" and not dtypes)
+        params = bundle.loss_module.qvalue_network_params
+        assert _changed(before, params) and all(p.dtype == torch.float32 for p in params.values(True, True))
+        assert all(v.dtype == torch.float32 for v in metrics.values())
+        losses[autocast] = metrics
+    for key in ("loss_qvalue", "loss_actor"):  # bf16 rounding shows, within a few per cent
+        assert float(losses["bf16"][key]) != float(losses[None][key]), key
+        assert float(losses["bf16"][key]) == pytest.approx(float(losses[None][key]), rel=0.05, abs=0.02), key
+    with pytest.raises(ValueError, match="autocast must be one of"):
+        SACUpdate(bundle.loss_module, actor_optim=optims[0], critic_optim=optims[1], autocast="fp16")
+
+
 def test_gaussian_policy_uses_auto_target_entropy():
     _, bundle, _, _ = _build("gaussian")
     assert bundle.loss_module.target_entropy.item() == pytest.approx(-N_ACT)

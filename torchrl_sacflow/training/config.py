@@ -167,6 +167,8 @@ def validate_train_config(cfg: Mapping[str, Any]) -> None:
     device = resolve_device(cfg.get("device", "cpu"))
     check_compile_setting(col.get("compile_policy", False), "collector.compile_policy", device)
     check_compile_setting(cfg["optim"].get("compile", False), "optim.compile", device)
+    if cfg["optim"].get("autocast") not in (None, "bf16"):
+        raise ConfigError(f"optim.autocast must be null or bf16, got {cfg['optim']['autocast']!r}")
     _positive_int(cfg["replay_buffer"]["size"], "replay_buffer.size")
     _positive_int(cfg["optim"]["batch_size"], "optim.batch_size")
     if not cfg["optim"]["utd_ratio"] > 0:

@@ -5,6 +5,7 @@ No ``.item()`` inside (metrics come back as detached 0-d tensors), no logging, n
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import torch
@@ -34,6 +35,10 @@ def compile_options(mode: str | None = None) -> dict[str, Any]:
     options["fallback_random"] = True
     return options
 
+#: ``SACUpdate(autocast=...)`` choices: the lower-precision dtype of the loss forwards.
+AUTOCAST_DTYPES = {None: None, "bf16": torch.bfloat16}
+
+
 class SACUpdate:
     """A callable SAC update ``batch -> TensorDict`` of detached scalar metrics.
 
@@ -60,6 +65,11 @@ class SACUpdate:
             default implementation with the fused kernel instead (same update rule, rounding-level
             differences; much less per-tensor overhead). Default ``True``; a speed path, so off
             with :mod:`torchrl_sacflow._fast` switched off.
+        autocast (str, optional): ``"bf16"`` runs the critic and actor loss forwards (and so
+            their backward) under ``torch.autocast(<device>, torch.bfloat16)``: matmuls in
+            bfloat16, parameters, optimizer state and reductions in float32. Off by default
+            (``None``): an option to measure, not a default, until a learning run side by side
+            with float32 shows the same return curve (issue 17).
 
     Returns (per call):
         ``TensorDict`` with ``loss_qvalue``, ``loss_actor``, ``loss_alpha``, ``alpha``, ``entropy``
@@ -83,9 +93,13 @@ class SACUpdate:
         policy_delay: int = 1,
         compile: bool | str = False,
         fused_adam: bool = True,
+        autocast: str | None = None,
     ) -> None:
         if int(policy_delay) != policy_delay or policy_delay < 1:
             raise ValueError(f"policy_delay must be an integer >= 1, got {policy_delay!r}")
+        if autocast not in AUTOCAST_DTYPES:
+            raise ValueError(f"autocast must be one of {sorted(map(str, AUTOCAST_DTYPES))}, got {autocast!r}")
+        self.autocast = autocast
         self.loss_module = loss_module
         self.actor_optim = actor_optim
         self.critic_optim = critic_optim
@@ -150,9 +164,16 @@ class SACUpdate:
         loss_alpha = self.loss_module.alpha_loss(log_prob).mean()
         return loss_actor.mean(), loss_alpha, log_prob
 
+    def _precision(self, batch: TensorDictBase):
+        if self.autocast is None:
+            return contextlib.nullcontext()
+        return torch.autocast(batch.device.type if batch.device is not None else "cpu",
+                              dtype=AUTOCAST_DTYPES[self.autocast])
+
     def critic_step(self, batch: TensorDictBase) -> torch.Tensor:
         """One critic gradient step; returns the detached critic loss."""
-        loss_qvalue = self.critic_losses(batch)
+        with self._precision(batch):
+            loss_qvalue = self.critic_losses(batch).float()
         self.critic_optim.zero_grad(set_to_none=True)
         loss_qvalue.backward()
         self.critic_optim.step()
@@ -161,7 +182,9 @@ class SACUpdate:
     def actor_step(self, batch: TensorDictBase) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One actor and one temperature gradient step; returns the detached actor and α losses
         and the entropy estimate ``−mean log p``."""
-        loss_actor, loss_alpha, log_prob = self.actor_losses(batch)
+        with self._precision(batch):
+            loss_actor, loss_alpha, log_prob = self.actor_losses(batch)
+        loss_actor, loss_alpha, log_prob = loss_actor.float(), loss_alpha.float(), log_prob.float()
         self.actor_optim.zero_grad(set_to_none=True)
         if self.alpha_optim is not None:
             self.alpha_optim.zero_grad(set_to_none=True)
