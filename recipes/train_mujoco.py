@@ -11,6 +11,7 @@ each here, but would be hooks sharing state through the trainer object there.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import time
@@ -135,14 +136,16 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
         frames_per_batch=col["frames_per_batch"], num_workers=col["num_workers"],
         init_random_frames=max(col["init_random_frames"] - progress["frames"], 0),
         seed=c["seed"] + progress["frames"], device=device, learner_threads=threads,
-        compile_policy=col["compile_policy"])
+        compile_policy=col["compile_policy"], backend=col["backend"], sync=col["sync"], ray_address=col["ray_address"])
     updates_per_batch = max(1, int(col["frames_per_batch"] * opt["utd_ratio"]))
     grad_every = lg["log_path_grad_norms_every"] if c["policy"]["kind"] == "flow" else 0
     last_eval: dict = {}
     pbar = tqdm.tqdm(total=total_frames, initial=progress["frames"], unit="frame", disable=not lg["progress_bar"],
                      dynamic_ncols=True)
     last_train_return = math.nan
-    with StopOnSignal() as stop:
+    # the collector (its workers, a Ray runtime it started) is shut down however the loop ends
+    with StopOnSignal() as stop, contextlib.ExitStack() as cleanup:
+        cleanup.callback(collector.shutdown)
         for data in collector if progress["frames"] < total_frames else ():
             data = data.reshape(-1)
             replay_buffer.extend(data)
@@ -168,7 +171,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
                 if grad_every and out and progress["updates"] // grad_every > (progress["updates"] - len(out)) // grad_every:
                     norms = losses.loss_module.path_grad_norms(batch)
                     metrics.update({f"train/path_grad_norm_step_{i}": g for i, g in enumerate(norms)})
-            collector.update_policy_weights_()
+            if col["sync"]:  # an asynchronous Ray collector pushes them to each worker itself
+                collector.update_policy_weights_()
             # once a stop is requested nothing new starts (no eval, no collection): checkpoint and exit
             if not stop.requested and (due(ev["interval"], before) or progress["frames"] >= total_frames):
                 last_eval = {**run_eval(), "frames": progress["frames"]}
@@ -188,7 +192,6 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
                 break
             if due(c["checkpoint"]["interval"], before):
                 save()
-    collector.shutdown()
     pbar.close()
     if not stop.requested and last_eval.get("frames") != progress["frames"]:  # e.g. a resumed, finished run
         last_eval = {**run_eval(), "frames": progress["frames"]}

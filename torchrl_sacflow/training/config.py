@@ -22,7 +22,9 @@ from torchrl_sacflow.training.policies import check_policy_config
 from torchrl_sacflow.training.threads import resolve_device, resolve_num_threads
 
 __all__ = [
+    "COLLECTOR_BACKENDS",
     "FINGERPRINT_GROUPS",
+    "check_collector_backend",
     "config_fingerprint",
     "check_group_choices",
     "check_resume",
@@ -139,6 +141,54 @@ def check_compile_setting(value: Any, name: str, device: Any = None) -> None:
             ) from None
 
 
+COLLECTOR_BACKENDS = ("local", "ray")
+RAY_INSTALL_HINT = 'pip install -e ".[ray]"'
+
+
+def check_collector_backend(
+    backend: Any, *, sync: Any = True, ray_address: Any = None, device: Any = "cpu"
+) -> None:
+    """The ``collector.backend`` settings (both recipes, and :func:`~torchrl_sacflow.training.make_collector`).
+
+    Args:
+        backend (str): ``"local"`` (TorchRL's ``Collector`` / ``MultiSyncCollector`` on this
+            machine) or ``"ray"`` (TorchRL's ``RayCollector``).
+
+    Keyword Args:
+        sync (bool): ``False`` (batches from whichever worker is ready first) needs ``backend="ray"``.
+        ray_address (str, optional): a Ray cluster to join; only with ``backend="ray"``.
+        device: the learner's device; ``backend="ray"`` ships a CPU policy to its workers, so
+            it needs ``"cpu"``.
+
+    Raises:
+        ConfigError: for any other value, or for ``backend="ray"`` without Ray installed (the
+            message names the optional extra to install).
+    """
+    if backend not in COLLECTOR_BACKENDS:
+        raise ConfigError(f"unknown collector.backend {backend!r}: expected one of {', '.join(COLLECTOR_BACKENDS)}")
+    if not isinstance(sync, bool):
+        raise ConfigError(f"collector.sync must be true or false, got {sync!r}")
+    if ray_address is not None and (not isinstance(ray_address, str) or not ray_address.strip()):
+        raise ConfigError(f"collector.ray_address must be a Ray cluster address (host:port or auto) or null, "
+                          f"got {ray_address!r}")
+    if backend == "local":
+        if not sync:
+            raise ConfigError("collector.sync=false (asynchronous collection) needs collector.backend=ray")
+        if ray_address is not None:
+            raise ConfigError(f"collector.ray_address={ray_address} needs collector.backend=ray")
+        return
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        raise ConfigError(
+            f"collector.backend=ray needs Ray, an optional dependency of torchrl_sacflow: {RAY_INSTALL_HINT}"
+        ) from None
+    if torch.device(device).type != "cpu":
+        raise ConfigError(
+            f"collector.backend=ray runs its workers' policy on CPU and needs device=cpu, got device={device}"
+        )
+
+
 def check_critic_config(critic: Mapping[str, Any]) -> None:
     """The ``critic`` group (both recipes): a known critic name and a policy delay of at least 1."""
     if critic.get("name") not in CRITICS:
@@ -159,12 +209,13 @@ def validate_train_config(cfg: Mapping[str, Any]) -> None:
     _positive_int(col["frames_per_batch"], "collector.frames_per_batch")
     _positive_int(col["init_random_frames"], "collector.init_random_frames", minimum=0)
     _positive_int(col["num_workers"], "collector.num_workers")
+    device = resolve_device(cfg.get("device", "cpu"))
+    check_collector_backend(col["backend"], sync=col["sync"], ray_address=col["ray_address"], device=device)
     if col["frames_per_batch"] % col["num_workers"]:
         raise ConfigError(
             f"collector.frames_per_batch ({col['frames_per_batch']}) must be a multiple of "
             f"collector.num_workers ({col['num_workers']})"
         )
-    device = resolve_device(cfg.get("device", "cpu"))
     check_compile_setting(col.get("compile_policy", False), "collector.compile_policy", device)
     check_compile_setting(cfg["optim"].get("compile", False), "optim.compile", device)
     if cfg["optim"].get("autocast") not in (None, "bf16"):
