@@ -2,8 +2,9 @@
 and the MuJoCo recipe, on a local Ray of 2 CPUs with 2 workers.
 
 Ray is part of the ``dev`` extra, so it is imported outright: a missing Ray fails here, it is not
-skipped. Each Ray start plus two workers costs 15-30 s on a 2-core machine, so the file starts
-three: the recipe's own (Ctrl-C, then a resume), and one for two collectors.
+skipped. A Ray start costs ~10 s and each collector's workers 15-25 s on a busy 2-core machine
+(they import torch and TorchRL), so the file builds four: the recipe's two (Ctrl-C, then a
+resume), and two on one Ray for the weight checks.
 """
 from __future__ import annotations
 
@@ -91,7 +92,7 @@ def test_recipe_on_ray_stops_cleanly_on_ctrl_c_and_resumes_to_the_same_frame_cou
     steps = read_csv_scalar(run_dir, "train/loss_qvalue")[0]
     assert steps[0] == 100 and set(steps) <= set(range(100, frames + 100, 100))
 
-    target = frames + 200
+    target = frames + 100
     summary = train(_cfg("flow_t", *RAY, "collector.sync=false", f"collector.total_frames={target}",
                          "eval.interval=0", f"resume={run_dir}"), "unused")
     assert summary["frames"] == target and not summary["interrupted"]
@@ -132,11 +133,10 @@ def test_workers_act_at_random_first_then_with_the_weights_pushed_to_them(local_
     env = make_env("Pendulum-v1")
     actor = make_gaussian_actor(env.action_spec, 3, num_cells=(8,))
     _saturate(actor, +1)
-    common = dict(frames_per_batch=100, num_workers=2, seed=0, backend="ray")
 
     # synchronous: one 50-frame rollout per worker, stacked; weights pushed by update_policy_weights_
-    collector = make_collector(env_maker("Pendulum-v1"), actor, total_frames=300, init_random_frames=100,
-                               **common)
+    collector = make_collector(env_maker("Pendulum-v1"), actor, total_frames=300, frames_per_batch=100,
+                               init_random_frames=100, num_workers=2, seed=0, backend="ray")
     batches = iter(collector)
     first = next(batches)
     assert first.shape == (2, 50)
@@ -154,20 +154,16 @@ def test_workers_act_at_random_first_then_with_the_weights_pushed_to_them(local_
     collector.shutdown()
     assert ray.is_initialized()  # a runtime the collector did not start is left alone
 
-    # asynchronous: each batch is one worker's 100 frames; the collector pushes the learner's
-    # current weights to a worker as it hands that worker's batch over (no explicit call)
+    # asynchronous (one worker: a deterministic order): the collector pushes the learner's current
+    # weights to a worker as it hands that worker's batch over, without an explicit call
     _saturate(actor, +1)
-    collector = make_collector(env_maker("Pendulum-v1"), actor, total_frames=600, init_random_frames=0,
-                               sync=False, **common)
+    collector = make_collector(env_maker("Pendulum-v1"), actor, total_frames=300, frames_per_batch=100,
+                               num_workers=1, seed=0, backend="ray", sync=False)
     batches = iter(collector)
     assert _all_at(next(batches), PENDULUM_BOUND)
     _saturate(actor, -1)
-    after = [next(batches) for _ in range(4)]
-    assert all(b.shape == (100,) for b in after)
-    # only the other worker's batch, in flight at the change, was started with +2: every batch
-    # started after it is -2, whichever order the workers finish in
-    plus, minus = sum(_all_at(b, PENDULUM_BOUND) for b in after), sum(_all_at(b, -PENDULUM_BOUND) for b in after)
-    assert plus <= 1 and plus + minus == 4
+    second = next(batches)
+    assert second.shape == (100,) and _all_at(second, -PENDULUM_BOUND)
     collector.shutdown()
     assert ray.is_initialized()
 
@@ -176,7 +172,7 @@ BAD_SETTINGS = {  # name: (check_collector_backend arguments, expected message)
     "backend": ((("spark",), {}), "unknown collector.backend 'spark': expected one of local, ray"),
     "sync value": ((("ray",), {"sync": "yes"}), "collector.sync must be true or false, got 'yes'"),
     "local async": ((("local",), {"sync": False}), "collector.sync=false (asynchronous collection) needs"),
-    "local address": ((("local",), {"ray_address": "10.0.0.1:6379"}), "collector.ray_address=10.0.0.1:6379 needs"),
+    "local address": ((("local",), {"ray_address": "127.0.0.1:6379"}), "collector.ray_address=127.0.0.1:6379 needs"),
     "empty address": ((("ray",), {"ray_address": " "}), "collector.ray_address must be a Ray cluster address"),
     "cuda": ((("ray",), {"device": "cuda"}), "collector.backend=ray runs its workers' policy on CPU"),
 }
@@ -199,12 +195,3 @@ def test_ray_backend_without_ray_names_the_extra_to_install(monkeypatch, tmp_pat
     with pytest.raises(ConfigError, match="needs Ray"):
         make_collector(env_maker("Pendulum-v1"), None, total_frames=10, frames_per_batch=10, backend="ray")
     check_collector_backend("local")  # the default backend does not need it
-
-
-def test_config_error_on_the_command_line_exits_2(tmp_path):
-    proc = subprocess.run(_cli(*COMMON, *TINY["flow_t"], "collector.sync=false", f"hydra.run.dir={tmp_path}"),
-                          cwd=REPO, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
-    assert proc.returncode == 2, proc.stderr
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert lines == ["train_mujoco: error: collector.sync=false (asynchronous collection) needs collector.backend=ray"]
