@@ -86,7 +86,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(OmegaConf.create(c), run_dir / "config.yaml")
-    set_learner_threads(c["threads"], 1)
+    col = c["collector"]
+    threads = set_learner_threads(c["threads"], col["num_workers"])
     device = resolve_device(c["device"])
     seed_everything(c["seed"])
 
@@ -187,21 +188,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     # what this session's online phase did (the summary's speeds and final evaluation)
     stats = {"last_eval": {}, "frames": 0, "updates": 0, "collect_s": 0.0, "update_s": 0.0}
 
-    def online_phase() -> None:
-        """Online SAC Flow: collect chunks → mixed buffer → updates, eval/log/checkpoint by frames."""
-        total_frames = round_up_frames(c["online_frames"], c["frames_per_batch"])
-        last_eval = stats["last_eval"]
-        if "online_start" not in progress["phase_eval"]:
-            # the starting point of fine-tuning: the last phase's evaluation, or a fresh one
-            initial = progress["phase_eval"].get("offline", progress["phase_eval"].get("pretrain"))
-            last_eval.update({"success_rate": initial} if initial is not None else run_eval())
-            log_metrics(logger, {f"eval/{k}": v for k, v in last_eval.items()}, 0)
-            last_eval["frames"], progress["phase_eval"]["online_start"] = 0, last_eval["success_rate"]
-        if progress["frames"] >= total_frames:
-            return
-        collector = make_collector(env_fn, actor, total_frames=total_frames - progress["frames"],
-                                   frames_per_batch=c["frames_per_batch"], seed=c["seed"] + progress["frames"],
-                                   device=device, compile_policy=c["compile_policy"])
+    def online_loop(collector, total_frames: int, last_eval: dict) -> None:
+        """Collect chunks → mixed buffer → updates, eval/log/checkpoint by frames, until done or stopped."""
         pbar = bar(total_frames, progress["frames"], "online", "frame")
         t_ready = time.perf_counter()
         for data in collector:
@@ -229,7 +217,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
             if out:
                 metrics.update({f"train/{k}": v for k, v in torch.stack(out).mean().items()})
             metrics.update({"train/beta": beta_online(before), "train/offline_fraction": c["offline_fraction"]})
-            collector.update_policy_weights_()
+            if col["sync"]:  # an asynchronous Ray collector pushes them to each worker itself
+                collector.update_policy_weights_()
             if not stop.requested and ((ev["interval"] and progress["frames"] // ev["interval"] > before // ev["interval"])
                                        or progress["frames"] >= total_frames):  # no new eval once stopping
                 last_eval.update({**run_eval(), "frames": progress["frames"]})
@@ -246,8 +235,29 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
             if interval and progress["frames"] // interval > before // interval:
                 save()
             t_ready = time.perf_counter()
-        collector.shutdown()
         pbar.close()
+
+    def online_phase() -> None:
+        """Online SAC Flow: the starting evaluation, then :func:`online_loop` on a collector."""
+        total_frames = round_up_frames(c["online_frames"], c["frames_per_batch"])
+        last_eval = stats["last_eval"]
+        if "online_start" not in progress["phase_eval"]:
+            # the starting point of fine-tuning: the last phase's evaluation, or a fresh one
+            initial = progress["phase_eval"].get("offline", progress["phase_eval"].get("pretrain"))
+            last_eval.update({"success_rate": initial} if initial is not None else run_eval())
+            log_metrics(logger, {f"eval/{k}": v for k, v in last_eval.items()}, 0)
+            last_eval["frames"], progress["phase_eval"]["online_start"] = 0, last_eval["success_rate"]
+        if progress["frames"] >= total_frames:
+            return
+        collector = make_collector(env_fn, actor, total_frames=total_frames - progress["frames"],
+                                   frames_per_batch=c["frames_per_batch"], seed=c["seed"] + progress["frames"],
+                                   device=device, compile_policy=c["compile_policy"], num_workers=col["num_workers"],
+                                   learner_threads=threads, backend=col["backend"], sync=col["sync"],
+                                   ray_address=col["ray_address"])
+        try:  # the collector (its workers, a Ray runtime it started) is shut down however the loop ends
+            online_loop(collector, total_frames, last_eval)
+        finally:
+            collector.shutdown()
 
     # The phases, in order; each one's end is checkpointed, so a resumed run starts where it stopped
     t_online = time.perf_counter()

@@ -5,7 +5,7 @@ import math
 from typing import Any, Mapping
 
 
-from torchrl_sacflow.training.config import check_compile_setting, check_critic_config
+from torchrl_sacflow.training.config import check_collector_backend, check_compile_setting, check_critic_config
 from torchrl_sacflow.training.errors import ConfigError
 from torchrl_sacflow.training.policies import check_policy_config
 from torchrl_sacflow.training.threads import resolve_device
@@ -52,7 +52,14 @@ def check_offline_online_config(cfg: Mapping[str, Any]) -> None:
         if _number(beta, key) < 0:
             raise ConfigError(f"beta.{key} (proximity coefficient) must be >= 0, got {beta[key]!r}")
     _int(beta["online_anneal_frames"], "beta.online_anneal_frames", 0)
-    check_compile_setting(cfg.get("compile_policy", False), "compile_policy", resolve_device(cfg.get("device", "cpu")))
+    device = resolve_device(cfg.get("device", "cpu"))
+    check_compile_setting(cfg.get("compile_policy", False), "compile_policy", device)
+    col = cfg["collector"]
+    _int(col["num_workers"], "collector.num_workers", 1)
+    if cfg["frames_per_batch"] % col["num_workers"]:
+        raise ConfigError(f"frames_per_batch ({cfg['frames_per_batch']}) must be a multiple of "
+                          f"collector.num_workers ({col['num_workers']})")
+    check_collector_backend(col["backend"], sync=col["sync"], ray_address=col["ray_address"], device=device)
     _int(cfg["eval"]["num_episodes"], "eval.num_episodes", 1)
     _int(cfg["eval"]["interval"], "eval.interval", 0)
     _int(cfg["checkpoint"]["interval"], "checkpoint.interval", 0)
