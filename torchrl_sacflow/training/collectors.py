@@ -87,7 +87,7 @@ def make_collector(
             started is shut down by ``collector.shutdown()`` (TorchRL's runtime lease).
 
     Weights: call ``collector.update_policy_weights_()`` after each round of updates when ``sync``
-    is ``True``: a no-op in-process, a copy into the workers' shared memory with
+    is ``True``: nothing to send in-process, a copy into the workers' shared memory with
     ``MultiSyncCollector``, a send to every (idle) worker with ``RayCollector``. An asynchronous
     Ray collector pushes the weights itself (``update_after_each_batch``), to each worker as
     its batch is handed over, so that no push waits for a worker that is still collecting; a
