@@ -52,9 +52,10 @@ def make_collector(
         total_frames (int): frames to deliver (rounded up to whole batches).
         frames_per_batch (int): frames per yielded batch, summed over workers.
         init_random_frames (int): leading frames taken with a random policy (learning starts).
-        num_workers (int): 1 collects in this process with :class:`~torchrl.collectors.Collector`;
-            ``> 1`` starts that many single-threaded processes under
-            :class:`~torchrl.collectors.MultiSyncCollector` (batches from all workers, stacked).
+        num_workers (int): local backend: 1 collects in this process with
+            :class:`~torchrl.collectors.Collector`; ``> 1`` starts that many single-threaded
+            processes under :class:`~torchrl.collectors.MultiSyncCollector` (batches from all
+            workers, stacked). Ray backend: the number of remote collectors.
         seed (int, optional): env seed (each worker gets its own offset of it).
         device (str): policy and storing device (the env itself steps on CPU).
         learner_threads (int, optional): torch threads the main process keeps while workers run.
