@@ -102,7 +102,7 @@ def make_collector(
     """
     if num_workers < 1:
         raise ConfigError(f"collector.num_workers must be >= 1, got {num_workers}")
-    if frames_per_batch < num_workers:
+    if sync and frames_per_batch < num_workers:
         raise ConfigError(
             f"collector.frames_per_batch ({frames_per_batch}) must be >= collector.num_workers ({num_workers})"
         )

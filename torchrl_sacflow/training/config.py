@@ -211,7 +211,7 @@ def validate_train_config(cfg: Mapping[str, Any]) -> None:
     _positive_int(col["num_workers"], "collector.num_workers")
     device = resolve_device(cfg.get("device", "cpu"))
     check_collector_backend(col["backend"], sync=col["sync"], ray_address=col["ray_address"], device=device)
-    if col["frames_per_batch"] % col["num_workers"]:
+    if col["sync"] and col["frames_per_batch"] % col["num_workers"]:  # each worker's share of a batch
         raise ConfigError(
             f"collector.frames_per_batch ({col['frames_per_batch']}) must be a multiple of "
             f"collector.num_workers ({col['num_workers']})"

@@ -56,10 +56,10 @@ def check_offline_online_config(cfg: Mapping[str, Any]) -> None:
     check_compile_setting(cfg.get("compile_policy", False), "compile_policy", device)
     col = cfg["collector"]
     _int(col["num_workers"], "collector.num_workers", 1)
-    if cfg["frames_per_batch"] % col["num_workers"]:
+    check_collector_backend(col["backend"], sync=col["sync"], ray_address=col["ray_address"], device=device)
+    if col["sync"] and cfg["frames_per_batch"] % col["num_workers"]:  # each worker's share of a batch
         raise ConfigError(f"frames_per_batch ({cfg['frames_per_batch']}) must be a multiple of "
                           f"collector.num_workers ({col['num_workers']})")
-    check_collector_backend(col["backend"], sync=col["sync"], ray_address=col["ray_address"], device=device)
     _int(cfg["eval"]["num_episodes"], "eval.num_episodes", 1)
     _int(cfg["eval"]["interval"], "eval.interval", 0)
     _int(cfg["checkpoint"]["interval"], "checkpoint.interval", 0)
