@@ -294,8 +294,10 @@ def probe_one(policy: str, seed: int, *, bc_steps: int = 300, sac_steps: int = 5
             value.backward()
             opt.step()
 
-    def fractions(actor) -> list[float]:
-        return bandit.mode_fractions(_samples(actor), within=2.5).round(3).tolist()
+    def fractions(actor) -> dict:
+        actions = _samples(actor)
+        return {"fractions": bandit.mode_fractions(actions, within=2.5).round(3).tolist(),
+                "samples": actions[:400].round(3).tolist()}
 
     out = {}
     torch.manual_seed(seed)
@@ -338,14 +340,52 @@ def probe(args: argparse.Namespace) -> None:
         "| policy | BC | BC, then SAC | SAC from scratch |", "|---|---|---|---|"]
 
     def cell(runs: list, key: str) -> str:
-        return " · ".join(f"{r[key][0]:.2f}/{r[key][1]:.2f}" for r in runs)
+        return " · ".join(f"{r[key]['fractions'][0]:.2f}/{r[key]['fractions'][1]:.2f}" for r in runs)
 
     for p, runs in results.items():
         lines.append(f"| {p} | {cell(runs, 'bc')} | {cell(runs, 'bc_then_sac')} | {cell(runs, 'sac_from_scratch')} |")
+    lines += ["", "![probe](multimodality_probe.png) (seed "
+              f"{args.seeds[0]}: 400 sampled actions per panel over the reward landscape)"]
     path = RESULTS.parent / "multimodality_probe.md"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
+    _probe_figure({p: runs[0] for p, runs in results.items()}, path.with_suffix(".png"))
     print("\n".join(lines))
+
+
+def _probe_figure(first_seed: dict, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from torchrl_sacflow.envs import MultimodalBandit
+
+    phases = {"bc": "behaviour cloning", "bc_then_sac": "BC, then SAC (exact Q)",
+              "sac_from_scratch": "SAC from scratch (exact Q)"}
+    bandit = MultimodalBandit(2)
+    grid = np.linspace(-1, 1, 121)
+    gx, gy = np.meshgrid(grid, grid)
+    landscape = bandit.reward(np.stack([gx, gy], -1))
+    fig, axes = plt.subplots(len(phases), len(first_seed), figsize=(2.6 * len(first_seed), 2.6 * len(phases)),
+                             squeeze=False)
+    for row, (phase, title) in enumerate(phases.items()):
+        for col, (policy, run) in enumerate(first_seed.items()):
+            ax = axes[row][col]
+            ax.contourf(gx, gy, landscape, levels=8, cmap="Greys", alpha=0.5)
+            pts = np.asarray(run[phase]["samples"])
+            ax.scatter(pts[:, 0], pts[:, 1], s=2, color="tab:blue", alpha=0.5)
+            left, right = run[phase]["fractions"]
+            ax.text(0.02, 0.02, f"{left:.2f} / {right:.2f}", transform=ax.transAxes, fontsize=8)
+            ax.set_xlim(-1, 1), ax.set_ylim(-1, 1), ax.set_aspect("equal"), ax.set_xticks([]), ax.set_yticks([])
+            if row == 0:
+                ax.set_title(policy, fontsize=9)
+            if col == 0:
+                ax.set_ylabel(title, fontsize=8)
+    fig.suptitle("Bandit2: sampled actions (share on the left / right peak)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
 
 
 def main() -> None:
