@@ -11,6 +11,22 @@ Usage::
     python -m torchrl_sacflow.robomimic.scripted_demos --task lift --episodes 20 --out lift.hdf5
 
 Only Lift has a scripted policy; the other Robomimic tasks raise a clear error.
+
+**Imperfect demonstrations.** Three options weaken the data (all off by default, and with all of
+them off the demos are the same as without them):
+
+* ``action_noise`` (``--action-noise σ``): extra i.i.d. Gaussian noise of std σ on all 7 entries of
+  every action, before clipping to ``[-1, 1]``; the stored actions are the executed, noisy ones.
+* ``p_early_stop`` (``--p-early-stop p``): with probability p a successful demo is cut short
+  before its success step, at a length drawn uniformly in ``[1, success step)``; it ends without
+  success.
+* ``failed_fraction`` (``--failed-fraction f``): ``round(f · episodes)`` of the demos are failed
+  rollouts: the gripper closes on the cube for 1 to 8 steps (drawn uniformly), then opens again
+  and the arm lifts without it, for the whole ``max_steps``.
+
+Demos that end without success have no reward 1.0 and no ``done``, so the loader's
+``terminal_rule="success"`` reads their last step as *truncated* (bootstrapped), never terminated;
+each demo records what it is in its ``outcome`` attribute (``success``, ``early_stop``, ``failed``).
 """
 from __future__ import annotations
 
@@ -27,6 +43,7 @@ import numpy as np
 
 __all__ = [
     "ROBOMIMIC_TASKS",
+    "DEMO_OUTCOMES",
     "ScriptedLiftPolicy",
     "generate_scripted_demos",
     "lift_env_args",
@@ -39,6 +56,9 @@ ROBOMIMIC_TASKS = {
     "can": "PickPlaceCan",
     "square": "NutAssemblySquare",
 }
+
+#: What a recorded demo is (its ``outcome`` attribute): a success, a success cut short, a failed rollout.
+DEMO_OUTCOMES = ("success", "early_stop", "failed")
 
 #: The flat OSC_POSE controller config of robosuite 1.2-1.4 (the format of the
 #: official Robomimic v0.1 datasets), with its pre-1.5 argument names.
@@ -120,6 +140,9 @@ class ScriptedLiftPolicy:
             part of the action, so demonstrations are not all identical.
             Defaults to ``0.1``.
         rng (np.random.Generator, optional): noise generator.
+
+    A failed rollout is scripted with :meth:`reset`'s ``release_after``: the gripper opens again
+    after that many closing steps and the arm lifts without the cube.
     """
 
     _GAIN = 10.0
@@ -131,11 +154,17 @@ class ScriptedLiftPolicy:
         self.rng = rng if rng is not None else np.random.default_rng()
         self.reset()
 
-    def reset(self) -> None:
-        """Starts a new episode (back to the hover phase)."""
+    def reset(self, release_after: int | None = None) -> None:
+        """Starts a new episode (back to the hover phase).
+
+        Args:
+            release_after (int, optional): open the gripper again after this many closing steps
+                (``1 <= release_after <= 8`` fails the grasp). Defaults to ``None`` (a normal grasp).
+        """
         self.phase = "hover"
         self._grasp_count = 0
         self._lift_z = None
+        self.release_after = release_after
 
     def __call__(self, obs: dict[str, np.ndarray]) -> np.ndarray:
         eef = np.asarray(obs["robot0_eef_pos"], dtype=np.float64)
@@ -161,6 +190,8 @@ class ScriptedLiftPolicy:
         if self.phase == "lift":
             target = np.array([eef[0], eef[1], self._lift_z])
             gripper = 1.0
+        if gripper > 0 and self.release_after is not None and self._grasp_count > self.release_after:
+            gripper = -1.0
         move = np.clip(self._GAIN * (target - eef), -1.0, 1.0)
         if self.phase != "grasp" and self.noise > 0:
             move = move + self.noise * self.rng.standard_normal(3)
@@ -179,9 +210,21 @@ def _robomimic_obs(raw: dict[str, Any], prefix: str = "robot0_") -> dict[str, np
     return out
 
 
-def _rollout(env, policy: ScriptedLiftPolicy, max_steps: int) -> tuple[dict[str, Any], bool, int]:
-    """Runs one episode until the first success or ``max_steps``; returns its arrays."""
-    policy.reset()
+def _rollout(
+    env,
+    policy: ScriptedLiftPolicy,
+    max_steps: int,
+    *,
+    release_after: int | None = None,
+    action_noise: float = 0.0,
+    rng: np.random.Generator | None = None,
+) -> tuple[dict[str, Any], bool, int]:
+    """Runs one episode until the first success or ``max_steps``; returns its arrays.
+
+    ``release_after`` scripts a failed grasp (:meth:`ScriptedLiftPolicy.reset`); ``action_noise``
+    adds Gaussian noise (drawn from ``rng``) to every action entry, then clips to ``[-1, 1]``.
+    """
+    policy.reset(release_after=release_after)
     raw = env.reset()
     obs = _robomimic_obs(raw)
     steps: dict[str, list] = {"obs": [], "next_obs": [], "actions": [], "rewards": [], "dones": [], "states": []}
@@ -189,6 +232,8 @@ def _rollout(env, policy: ScriptedLiftPolicy, max_steps: int) -> tuple[dict[str,
     for _ in range(max_steps):
         steps["states"].append(np.asarray(env.sim.get_state().flatten(), dtype=np.float64))
         action = policy(obs)
+        if action_noise > 0:
+            action = np.clip(action + rng.normal(0.0, action_noise, action.shape), -1.0, 1.0)
         raw, _, _, _ = env.step(action)
         next_obs = _robomimic_obs(raw)
         success = bool(env._check_success())
@@ -203,10 +248,16 @@ def _rollout(env, policy: ScriptedLiftPolicy, max_steps: int) -> tuple[dict[str,
     return steps, success, len(steps["actions"])
 
 
-def _write_demo(group, steps: dict[str, Any], model_xml: str) -> None:
+def _truncate(steps: dict[str, list], length: int) -> dict[str, list]:
+    """The first ``length`` steps of a recorded episode."""
+    return {key: value[:length] for key, value in steps.items()}
+
+
+def _write_demo(group, steps: dict[str, Any], model_xml: str, outcome: str) -> None:
     n = len(steps["actions"])
     group.attrs["num_samples"] = n
     group.attrs["model_file"] = model_xml
+    group.attrs["outcome"] = outcome
     group.create_dataset("actions", data=np.stack(steps["actions"]))
     group.create_dataset("rewards", data=np.asarray(steps["rewards"], dtype=np.float64))
     group.create_dataset("dones", data=np.asarray(steps["dones"], dtype=np.int64))
@@ -227,13 +278,18 @@ def generate_scripted_demos(
     valid_fraction: float = 0.1,
     noise: float = 0.1,
     max_attempts: int | None = None,
+    action_noise: float = 0.0,
+    p_early_stop: float = 0.0,
+    failed_fraction: float = 0.0,
 ) -> dict[str, Any]:
-    """Records successful scripted episodes into a Robomimic-format HDF5 file.
+    """Records scripted episodes into a Robomimic-format HDF5 file.
 
-    Each episode ends at the first success step, which has reward ``1.0`` and
-    ``done = 1`` (all earlier steps have ``0``). Failed attempts (no success
-    within ``max_steps``) are discarded and retried, at most ``max_attempts``
-    times in total. The demos are split into ``mask/train`` and ``mask/valid``.
+    Each successful episode ends at the first success step, which has reward ``1.0`` and
+    ``done = 1`` (all earlier steps have ``0``). Attempts that fail by themselves (no success
+    within ``max_steps``) are discarded and retried, at most ``max_attempts`` times in total.
+    The imperfect-data options (module docstring) add demos without success: cut-short
+    successes and scripted failed grasps, whose rewards and ``dones`` are all ``0``. The demos
+    are split into ``mask/train`` and ``mask/valid``.
 
     Args:
         path (str or path-like): output file (overwritten).
@@ -249,12 +305,24 @@ def generate_scripted_demos(
             (at least one when there are two demos or more). Defaults to ``0.1``.
         noise (float, optional): action noise of :class:`ScriptedLiftPolicy`. Defaults to ``0.1``.
         max_attempts (int, optional): bound on attempts. Defaults to ``2 * episodes + 10``.
+        action_noise (float, optional): std of extra Gaussian noise on every action entry
+            (before clipping to ``[-1, 1]``). Defaults to ``0.0``.
+        p_early_stop (float, optional): probability that a successful demo is cut short before
+            its success step. Defaults to ``0.0``.
+        failed_fraction (float, optional): fraction of the ``episodes`` demos that are failed
+            grasps (``round(failed_fraction * episodes)``). Defaults to ``0.0``.
 
     Returns:
-        a dict of statistics: ``path``, ``task``, ``episodes``, ``attempts``,
-        ``failed_attempts``, ``steps`` (recorded), ``simulated_steps``,
+        a dict of statistics: ``path``, ``task``, ``episodes`` (demos in the file),
+        ``successful_episodes``, ``early_stopped_episodes``, ``failed_episodes``, ``attempts``,
+        ``failed_attempts`` (discarded), ``steps`` (recorded), ``simulated_steps``,
         ``mean_episode_length``, ``env_build_s``, ``wall_time_s`` and
         ``steps_per_s`` (simulated steps per second of rollout).
+
+    Raises:
+        ValueError: an unknown task, ``episodes < 1`` or an imperfect-data option out of range.
+        NotImplementedError: a task without a scripted policy.
+        RuntimeError: fewer demos of a kind than asked for within ``max_attempts``.
     """
     import h5py
 
@@ -273,6 +341,11 @@ def generate_scripted_demos(
         )
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
+    if not action_noise >= 0:
+        raise ValueError(f"action_noise must be >= 0, got {action_noise}")
+    for name, value in (("p_early_stop", p_early_stop), ("failed_fraction", failed_fraction)):
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"{name} must be in [0, 1], got {value}")
     if max_attempts is None:
         max_attempts = 2 * episodes + 10
 
@@ -281,23 +354,38 @@ def generate_scripted_demos(
     env_build_s = time.perf_counter() - start
     policy = ScriptedLiftPolicy(noise=noise, rng=np.random.default_rng(seed + 1))
     model_xml = env.sim.model.get_xml()
+    # the imperfections draw from their own generator: with all of them off, the demos are unchanged
+    weak_rng = np.random.default_rng([seed, 2])
+    n_failed = int(round(failed_fraction * episodes))
+    failed_slots = set(weak_rng.permutation(episodes)[:n_failed].tolist()) if n_failed else set()
 
-    demos = []
+    demos, outcomes = [], []
     attempts = 0
     simulated = 0
     rollout_start = time.perf_counter()
     while len(demos) < episodes and attempts < max_attempts:
-        steps, success, n = _rollout(env, policy, max_steps)
+        fail = len(demos) in failed_slots
+        release_after = int(weak_rng.integers(1, ScriptedLiftPolicy._GRASP_STEPS + 1)) if fail else None
+        steps, success, n = _rollout(env, policy, max_steps, release_after=release_after,
+                                     action_noise=action_noise, rng=weak_rng)
         attempts += 1
         simulated += n
-        if success:
+        if fail and not success:
             demos.append(steps)
+            outcomes.append("failed")
+        elif success and not fail:
+            if n > 1 and p_early_stop > 0 and weak_rng.random() < p_early_stop:
+                demos.append(_truncate(steps, int(weak_rng.integers(1, n))))
+                outcomes.append("early_stop")
+            else:
+                demos.append(steps)
+                outcomes.append("success")
     rollout_s = time.perf_counter() - rollout_start
     env.close()
     if len(demos) < episodes:
         raise RuntimeError(
-            f"scripted {task} policy succeeded in {len(demos)}/{attempts} attempts, "
-            f"fewer than the {episodes} episodes asked for"
+            f"scripted {task} policy recorded {len(demos)} of the {episodes} episodes asked for "
+            f"({n_failed} of them failed grasps) in {attempts} attempts (max_attempts)"
         )
 
     order = np.random.default_rng(seed).permutation(episodes)
@@ -318,9 +406,12 @@ def generate_scripted_demos(
         data.attrs["time"] = time.strftime("%H:%M:%S")
         data.attrs["repository_version"] = env_args["env_version"]
         data.attrs["env"] = env_args["env_name"]
-        data.attrs["generator"] = f"torchrl_sacflow scripted {task_key} policy, seed={seed}"
-        for name, steps in zip(names, demos):
-            _write_demo(data.create_group(name), steps, model_xml)
+        data.attrs["generator"] = (
+            f"torchrl_sacflow scripted {task_key} policy, seed={seed}, action_noise={action_noise}, "
+            f"p_early_stop={p_early_stop}, failed_fraction={failed_fraction}"
+        )
+        for name, steps, outcome in zip(names, demos, outcomes):
+            _write_demo(data.create_group(name), steps, model_xml, outcome)
         mask = f.create_group("mask")
         mask.create_dataset("train", data=np.array(train, dtype="S"))
         mask.create_dataset("valid", data=np.array(valid, dtype="S"))
@@ -332,6 +423,9 @@ def generate_scripted_demos(
         "task": task_key,
         "controller_format": controller_format,
         "episodes": len(demos),
+        "successful_episodes": outcomes.count("success"),
+        "early_stopped_episodes": outcomes.count("early_stop"),
+        "failed_episodes": outcomes.count("failed"),
         "attempts": attempts,
         "failed_attempts": attempts - len(demos),
         "steps": total,
@@ -350,12 +444,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         description="Write scripted demonstrations in the Robomimic HDF5 format.",
     )
     parser.add_argument("--task", default="lift", help="Robomimic task (only 'lift' is scripted)")
-    parser.add_argument("--episodes", type=int, default=20, help="successful demos to record")
+    parser.add_argument("--episodes", type=int, default=20, help="demos to record (failed ones included)")
     parser.add_argument("--out", required=True, help="output .hdf5 path")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--controller-format", choices=("composite", "legacy"), default="composite")
     parser.add_argument("--max-steps", type=int, default=100, help="step limit of one attempt")
     parser.add_argument("--noise", type=float, default=0.1, help="policy action noise std")
+    parser.add_argument("--max-attempts", type=int, default=None, help="bound on attempts (default 2 x episodes + 10)")
+    weak = parser.add_argument_group("imperfect demonstrations (all off by default)")
+    weak.add_argument("--action-noise", type=float, default=0.0,
+                      help="extra Gaussian noise std on every action entry, before clipping to [-1, 1]")
+    weak.add_argument("--p-early-stop", type=float, default=0.0,
+                      help="probability that a successful demo is cut short before its success step")
+    weak.add_argument("--failed-fraction", type=float, default=0.0,
+                      help="fraction of the demos that are failed grasps (the gripper lets go of the cube)")
     args = parser.parse_args(argv)
     try:
         stats = generate_scripted_demos(
@@ -366,17 +468,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             controller_format=args.controller_format,
             max_steps=args.max_steps,
             noise=args.noise,
+            max_attempts=args.max_attempts,
+            action_noise=args.action_noise,
+            p_early_stop=args.p_early_stop,
+            failed_fraction=args.failed_fraction,
         )
     except (ValueError, NotImplementedError, RuntimeError) as err:
         parser.exit(2, f"error: {err}\n")
     print(
         f"wrote {stats['episodes']} demos ({stats['steps']} steps) to {stats['path']}: "
-        f"{stats['episodes']}/{stats['attempts']} attempts succeeded, "
+        f"{stats['successful_episodes']} successful, {stats['early_stopped_episodes']} cut short, "
+        f"{stats['failed_episodes']} failed grasps; {stats['attempts']} attempts, "
         f"mean length {stats['mean_episode_length']:.1f}, "
         f"{stats['steps_per_s']:.0f} steps/s, wall {stats['wall_time_s']:.1f} s"
     )
     return stats
-
 
 if __name__ == "__main__":
     main(sys.argv[1:])

@@ -28,9 +28,20 @@ TRANSITION_KEYS: tuple = (
 )
 
 
-def scripted_dataset_path(datasets_dir: str | os.PathLike, task: str, episodes: int, seed: int) -> Path:
-    """Where the scripted demonstrations for ``(task, episodes, seed)`` are cached."""
-    return Path(datasets_dir) / f"{task}_scripted_{episodes}_seed{seed}.hdf5"
+#: The scripted demo writer's imperfect-data options (``generate_scripted_demos``) and their file-name tags.
+SCRIPTED_WEAK_OPTIONS: dict[str, str] = {"action_noise": "actnoise", "p_early_stop": "earlystop",
+                                         "failed_fraction": "failed"}
+
+
+def scripted_dataset_path(datasets_dir: str | os.PathLike, task: str, episodes: int, seed: int,
+                          **weak_options: float) -> Path:
+    """Where the scripted demonstrations for ``(task, episodes, seed)`` are cached.
+
+    Each imperfect-data option of :data:`SCRIPTED_WEAK_OPTIONS` that is not 0 adds a tag to the
+    name (``lift_scripted_30_seed0_failed0.5.hdf5``), so files made with other options are never reused.
+    """
+    tags = "".join(f"_{SCRIPTED_WEAK_OPTIONS[key]}{float(value):g}" for key, value in weak_options.items() if value)
+    return Path(datasets_dir) / f"{task}_scripted_{episodes}_seed{seed}{tags}.hdf5"
 
 
 def resolve_dataset(
@@ -40,12 +51,25 @@ def resolve_dataset(
     datasets_dir: str | os.PathLike,
     episodes: int,
     seed: int = 0,
+    **weak_options: float,
 ) -> tuple[Path, bool]:
     """The Robomimic file to use, and whether it was generated just now.
 
     A given ``dataset`` is returned as is (the loader reports a missing or broken file). ``None``
     means the scripted ``task`` demonstrations, generated on first use (~1.5 s per episode here)
     and reused afterwards; only Lift has a scripted policy.
+
+    Keyword Args:
+        task (str): the Robomimic task.
+        datasets_dir (str or path-like): the cache folder of generated files.
+        episodes (int): demos in a generated file.
+        seed (int): seed of a generated file. Defaults to ``0``.
+        **weak_options (float): ``action_noise``, ``p_early_stop``, ``failed_fraction`` of
+            :func:`~torchrl_sacflow.robomimic.generate_scripted_demos` (imperfect demos; 0 = off).
+
+    Raises:
+        ConfigError: a task without a scripted policy, an unknown or out-of-range option, or
+            options under which the scripted policy cannot record the demos asked for.
     """
     if dataset is not None:
         return Path(dataset).expanduser(), False
@@ -53,13 +77,40 @@ def resolve_dataset(
         raise ConfigError(
             f"no scripted demonstrations for task {task!r} (only 'lift'): pass dataset=/path/to/{task}/mh/low_dim.hdf5"
         )
-    path = scripted_dataset_path(datasets_dir, task, episodes, seed)
+    unknown = sorted(set(weak_options) - set(SCRIPTED_WEAK_OPTIONS))
+    if unknown:
+        raise ConfigError(f"unknown scripted-demo option {unknown[0]!r}: expected {', '.join(SCRIPTED_WEAK_OPTIONS)}")
+    path = scripted_dataset_path(datasets_dir, task, episodes, seed, **weak_options)
     if path.is_file():
         return path, False
     from torchrl_sacflow.robomimic import generate_scripted_demos
 
-    generate_scripted_demos(path, task=task, episodes=episodes, seed=seed)
+    try:
+        generate_scripted_demos(path, task=task, episodes=episodes, seed=seed, **weak_options)
+    except (ValueError, RuntimeError) as err:
+        raise ConfigError(f"cannot generate scripted {task} demos: {err}") from None
     return path, True
+
+
+def load_robomimic_transitions(
+    path: str | os.PathLike,
+    *,
+    obs_keys: Sequence[str],
+    action_chunk: int,
+    gamma: float,
+    filter_key: str | None = None,
+    **load_kwargs: Any,
+) -> TensorDict:
+    """:func:`~torchrl_sacflow.robomimic.load_robomimic_dataset` with its errors as :class:`ConfigError`
+    (all its entries, ``episode`` and ``chunk_length`` included)."""
+    from torchrl_sacflow.robomimic import RobomimicDatasetError, load_robomimic_dataset
+
+    try:
+        return load_robomimic_dataset(
+            path, obs_keys=obs_keys, filter_key=filter_key, action_chunk=action_chunk, gamma=gamma, **load_kwargs
+        )
+    except RobomimicDatasetError as err:
+        raise ConfigError(str(err)) from None
 
 
 def load_offline_data(
@@ -77,14 +128,8 @@ def load_offline_data(
     the env's action bounds, ...). A missing or malformed file, or actions outside the env's
     bounds, raise :class:`ConfigError` with the loader's one-line message.
     """
-    from torchrl_sacflow.robomimic import RobomimicDatasetError, load_robomimic_dataset
-
-    try:
-        data = load_robomimic_dataset(
-            path, obs_keys=obs_keys, filter_key=filter_key, action_chunk=action_chunk, gamma=gamma, **load_kwargs
-        )
-    except RobomimicDatasetError as err:
-        raise ConfigError(str(err)) from None
+    data = load_robomimic_transitions(path, obs_keys=obs_keys, action_chunk=action_chunk, gamma=gamma,
+                                      filter_key=filter_key, **load_kwargs)
     return data.select(*TRANSITION_KEYS)
 
 
