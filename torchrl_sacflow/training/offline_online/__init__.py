@@ -2,8 +2,11 @@
 ``data`` (file → transitions → buffers), ``updates`` (schedules, pre-training step, loss), ``evaluation``,
 ``logs`` and ``config``.
 
+* :func:`resolve_offline_data` — what ``dataset=robomimic[:FILE]`` / ``dataset=ogbench[:FILE]``
+  select (``families``): the file (generated once into a cache folder when none is given: the
+  official files cannot be downloaded here), the matching chunked env and the loader.
 * :func:`resolve_dataset` — the Robomimic file to train on: the user's, or a scripted Lift set
-  generated once into a cache folder (the official files cannot be downloaded here).
+  (optionally imperfect) generated once.
 * :func:`load_offline_data` — the file as chunked transitions with exactly the keys the online
   collector also produces (:data:`TRANSITION_KEYS`), so offline and online batches concatenate.
 * :class:`MixedReplayBuffer` — TorchRL's ``OfflineToOnlineReplayBuffer``: every batch holds
@@ -29,6 +32,13 @@ from torchrl_sacflow.training.offline_online.data import (
     scripted_dataset_path,
 )
 from torchrl_sacflow.training.offline_online.evaluation import evaluate_success
+from torchrl_sacflow.training.offline_online.families import (
+    DATASET_FAMILIES,
+    OfflineData,
+    parse_dataset,
+    resolve_offline_data,
+    resolve_ogbench_dataset,
+)
 from torchrl_sacflow.training.offline_online.logs import truncate_phase_logs
 from torchrl_sacflow.training.offline_online.updates import (
     FlowMatchingUpdate,
@@ -37,6 +47,11 @@ from torchrl_sacflow.training.offline_online.updates import (
 )
 
 __all__ = [
+    "DATASET_FAMILIES",
+    "OfflineData",
+    "parse_dataset",
+    "resolve_offline_data",
+    "resolve_ogbench_dataset",
     "TRANSITION_KEYS",
     "scripted_dataset_path",
     "resolve_dataset",

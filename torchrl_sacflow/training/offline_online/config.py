@@ -23,8 +23,17 @@ def _number(cfg: Mapping[str, Any], key: str) -> float:
     return float(value)
 
 
+def _probability(cfg: Mapping[str, Any], key: str) -> None:
+    if not 0.0 <= _number(cfg, key) <= 1.0:
+        raise ConfigError(f"{key} must be in [0, 1], got {cfg[key]!r}")
+
+
 def check_offline_online_config(cfg: Mapping[str, Any]) -> None:
-    """Check a ``train_robomimic`` config (plain dict, interpolations resolved)."""
+    """Check a ``train_offline_online`` / ``train_robomimic`` config (plain dict, interpolations resolved).
+
+    Raises:
+        ConfigError: the first bad setting, in one line.
+    """
     check_policy_config(cfg["policy"])
     check_critic_config(cfg["critic"])
     if cfg["policy"]["kind"] != "flow":
@@ -35,16 +44,16 @@ def check_offline_online_config(cfg: Mapping[str, Any]) -> None:
     for key, options in (("terminal_rule", ("success", "dones")), ("action_out_of_bounds", ("error", "clip"))):
         if cfg.get(key, options[0]) not in options:
             raise ConfigError(f"unknown {key} {cfg.get(key)!r}: expected one of {', '.join(options)}")
-    frac = _number(cfg, "offline_fraction")
-    if not 0.0 <= frac <= 1.0:
-        raise ConfigError(f"offline_fraction must be in [0, 1], got {cfg['offline_fraction']!r}")
+    _probability(cfg, "offline_fraction")
     gamma = _number(cfg, "gamma")
     if not 0.0 < gamma <= 1.0:
         raise ConfigError(f"gamma must be in (0, 1], got {cfg['gamma']!r}")
     for key in ("pretrain_steps", "offline_steps", "online_frames"):
         _int(cfg[key], key, 0)
-    for key in ("batch_size", "frames_per_batch", "max_episode_steps", "scripted_episodes"):
+    for key in ("batch_size", "frames_per_batch", "scripted_episodes"):
         _int(cfg[key], key, 1)
+    if cfg["max_episode_steps"] is not None:
+        _int(cfg["max_episode_steps"], "max_episode_steps", 1)
     if not _number(cfg, "updates_per_frame") >= 0:
         raise ConfigError(f"updates_per_frame must be >= 0, got {cfg['updates_per_frame']!r}")
     beta = cfg["beta"]
@@ -63,12 +72,38 @@ def check_offline_online_config(cfg: Mapping[str, Any]) -> None:
     _int(cfg["eval"]["num_episodes"], "eval.num_episodes", 1)
     _int(cfg["eval"]["interval"], "eval.interval", 0)
     _int(cfg["checkpoint"]["interval"], "checkpoint.interval", 0)
-    from torchrl_sacflow.robomimic.scripted_demos import ROBOMIMIC_TASKS
+    _check_dataset(cfg)
 
-    if cfg["task"] not in ROBOMIMIC_TASKS:
-        raise ConfigError(f"unknown task {cfg['task']!r}: expected one of {', '.join(ROBOMIMIC_TASKS)}")
-    if cfg["dataset"] is None and cfg["task"] != "lift":
-        raise ConfigError(
-            f"no scripted demonstrations for task {cfg['task']!r} (only 'lift'): "
-            f"pass dataset=/path/to/{cfg['task']}/mh/low_dim.hdf5"
-        )
+
+def _check_dataset(cfg: Mapping[str, Any]) -> None:
+    """The dataset family's settings: its task, and no setting of the other family."""
+    from torchrl_sacflow.training.offline_online.families import DATASET_FAMILIES, parse_dataset
+
+    family, file = parse_dataset(cfg["dataset"])
+    task = cfg["task"] or DATASET_FAMILIES[family]["task"]
+    if family == "robomimic":
+        from torchrl_sacflow.robomimic.scripted_demos import ROBOMIMIC_TASKS
+
+        if task not in ROBOMIMIC_TASKS:
+            raise ConfigError(f"unknown Robomimic task {task!r}: expected one of {', '.join(ROBOMIMIC_TASKS)}")
+        if file is None and task != "lift":
+            raise ConfigError(
+                f"no scripted demonstrations for task {task!r} (only 'lift'): "
+                f"pass dataset=robomimic:/path/to/{task}/mh/low_dim.hdf5"
+            )
+        if cfg["task_id"] is not None:
+            raise ConfigError(f"task_id={cfg['task_id']!r} selects an OGBench singletask goal: "
+                              f"not used with Robomimic data (set task_id=null)")
+        if not _number(cfg, "scripted_action_noise") >= 0:
+            raise ConfigError(f"scripted_action_noise must be >= 0, got {cfg['scripted_action_noise']!r}")
+        _probability(cfg, "scripted_p_early_stop")
+        _probability(cfg, "scripted_failed_fraction")
+        return
+    from torchrl_sacflow.ogbench.tasks import singletask_env_id
+
+    singletask_env_id(task, cfg["task_id"])  # an unknown task or task_id: one line
+    for key, default in (("terminal_rule", "success"), ("filter_key", None)):
+        if cfg[key] != default:
+            raise ConfigError(f"{key}={cfg[key]!r} applies to Robomimic files only: OGBench's terminal flags "
+                              f"are the singletask goal's (set {key}={default if default else 'null'})")
+    _int(cfg["ogbench"]["transitions"], "ogbench.transitions", 1)
