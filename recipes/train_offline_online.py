@@ -1,20 +1,24 @@
-"""SAC Flow offline-to-online on Robomimic, assembled from TorchRL parts (docs/algorithm.md §4).
+"""SAC Flow offline-to-online on Robomimic or OGBench, assembled from TorchRL parts (docs/algorithm.md §4).
 
-    python -m recipes.train_robomimic                                  # Flow-T, scripted Lift, ~10 min on 2 cores
-    python -m recipes.train_robomimic policy=flow_g seed=1             # Flow-G
-    python -m recipes.train_robomimic dataset=/data/lift/mh/low_dim.hdf5 max_episode_steps=500
-    python -m recipes.train_robomimic policy=flow_g seed=1 resume=outputs/<run dir>
+    python -m recipes.train_offline_online dataset=robomimic:/data/lift/mh/low_dim.hdf5 max_episode_steps=500
+    python -m recipes.train_offline_online dataset=robomimic scripted_failed_fraction=0.5   # weak scripted Lift demos
+    python -m recipes.train_offline_online dataset=ogbench:/data/cube-double-play-v0.npz task=cube-double task_id=2
+    python -m recipes.train_offline_online dataset=ogbench ogbench.transitions=100000       # generated play data
+    python -m recipes.train_offline_online policy=flow_g seed=1 resume=outputs/<run dir>
+    python -m recipes.train_robomimic                  # this recipe with the Robomimic defaults (scripted Lift)
 
 Three phases on one actor, each resumable from its checkpoint: flow-matching pre-training on the
-demonstrations; optional offline SAC Flow updates on them (β = ``beta.offline``); online SAC Flow
-with a TorchRL ``Collector`` on the robosuite task rebuilt from the file's ``env_args``, each batch
-mixing demonstrations and online data (``OfflineToOnlineReplayBuffer``), β annealed linearly. The
-policy emits chunks of ``action_chunk`` actions; the env executes a chunk per step and returns its
-discounted reward, so the critic target uses γ^h (offline chunks are built the same way).
+dataset; optional offline SAC Flow updates on it (β = ``beta.offline``); online SAC Flow with a
+TorchRL ``Collector`` on the dataset's task (Robomimic: the robosuite task rebuilt from the file's
+``env_args``; OGBench: the singletask env of ``task``/``task_id``), each batch mixing offline and
+online data (``OfflineToOnlineReplayBuffer``), β annealed linearly. The policy emits chunks of
+``action_chunk`` actions; the env executes a chunk per step and returns its discounted reward, so
+the critic target uses γ^h (offline chunks are built the same way). Only the data family differs
+(``torchrl_sacflow/training/offline_online/families.py``); success is the envs' ``success`` flag,
+whatever the family's reward.
 """
 from __future__ import annotations
 
-import functools
 import sys
 import json
 import math
@@ -28,7 +32,6 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from torchrl_sacflow.plot import plot_runs
-from torchrl_sacflow.robomimic import make_robomimic_env
 from torchrl_sacflow.training import (
     ConfigError,
     SACUpdate,
@@ -56,11 +59,9 @@ from torchrl_sacflow.training.offline_online import (
     check_chunking,
     check_offline_online_config,
     evaluate_success,
-    load_offline_data,
     make_chunked_sac_flow_loss,
     make_offline_buffer,
-    read_task_env_args,
-    resolve_dataset,
+    resolve_offline_data,
     truncate_phase_logs,
 )
 from torchrl_sacflow.training.signals import INTERRUPTED_EXIT_CODE, StopOnSignal
@@ -73,12 +74,10 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     c = OmegaConf.to_container(cfg, resolve=True)
     check_offline_online_config(c)
     h, opt, ev, lg, B = c["action_chunk"], c["optim"], c["eval"], c["logger"], c["batch_size"]
-    dataset, _ = resolve_dataset(c["dataset"], task=c["task"], datasets_dir=c["datasets_dir"],
-                                 episodes=c["scripted_episodes"], seed=c["scripted_seed"])
-    env_args = read_task_env_args(dataset, c["task"])
+    # The dataset family: its file (generated once when none is given), env factory and loader
+    data = resolve_offline_data(c, progress=lg["progress_bar"])
     # What a checkpoint must agree on: the data/env (incl. h, γ) and every network-shaping setting
-    c["env"] = {"id": f"robomimic-{c['task']}", "dataset": str(dataset.resolve()), "action_chunk": h,
-                "gamma": c["gamma"], "obs_keys": c["obs_keys"], "filter_key": c["filter_key"]}
+    c.update(task=data.task, max_episode_steps=data.max_episode_steps, env=data.identity)
     fingerprint = config_fingerprint(c)
     if c["resume"]:
         resume_meta = check_resume(c["resume"], fingerprint)
@@ -91,16 +90,12 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     device = resolve_device(c["device"])
     seed_everything(c["seed"])
 
-    # Demonstrations (chunked like the env's steps), envs, actor, chunk critic + loss, updates, buffers
-    env_fn = functools.partial(make_robomimic_env, env_args, obs_keys=c["obs_keys"], action_chunk=h,
-                               gamma=c["gamma"], max_episode_steps=c["max_episode_steps"])
+    # Offline data (chunked like the env's steps, read in its action bounds), envs, actor, chunk
+    # critic + loss, updates, buffers
+    env_fn = data.make_env
     eval_env = env_fn(seed=c["seed"] + 10_000)
-    space = eval_env.action_spec.space  # the data are read in the env's own action bounds
-    primitive = eval_env.action_spec.shape[-1] // h
-    offline = load_offline_data(
-        dataset, obs_keys=c["obs_keys"], action_chunk=h, gamma=c["gamma"], filter_key=c["filter_key"],
-        terminal_rule=c["terminal_rule"], out_of_bounds=c["action_out_of_bounds"],
-        action_bounds=(space.low.reshape(-1)[:primitive], space.high.reshape(-1)[:primitive]))
+    offline = data.load(eval_env)
+    print(data.summary_line(), flush=True)
     width = check_chunking(offline, eval_env, h)
     obs_dim = int(offline["observation"].shape[-1])
     actor = make_policy(c["policy"], eval_env.action_spec, obs_dim).to(device)
@@ -292,7 +287,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     online_s = time.perf_counter() - t_online
     collect_time, update_time, session_updates = stats["collect_s"], stats["update_s"], stats["updates"]
     summary = {
-        "run_dir": str(run_dir), "dataset": str(dataset), "phase": progress["phase"],
+        "run_dir": str(run_dir), "dataset": str(data.path), "family": data.family, "task": data.task,
+        "data": data.description, "phase": progress["phase"],
         "pretrain_steps": progress["pretrain_steps"], "offline_steps": progress["offline_steps"],
         "frames": progress["frames"], "session_frames": session_frames, "updates": progress["updates"],
         "episodes": progress["episodes"],
@@ -318,15 +314,20 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     return summary
 
 
-@hydra.main(config_path="config", config_name="train_robomimic", version_base="1.3")
-def main(cfg: DictConfig) -> None:
-    with exit_on_config_error("train_robomimic"):
-        summary = train(cfg, HydraConfig.get().runtime.output_dir)
-    if summary["interrupted"]:
-        raise SystemExit(INTERRUPTED_EXIT_CODE)
+def main(config_name: str = "train_offline_online") -> None:
+    """The command line of ``recipes/<config_name>.py``: bad input exits 2 with one line ``<config_name>: error: ...``."""
+    with exit_on_config_error(config_name):  # `policy=<unknown>`: one line, before hydra composes
+        check_group_choices([a for a in sys.argv[1:] if a.startswith(("policy=", "critic="))], CONFIG_DIR)
+
+    @hydra.main(config_path=str(CONFIG_DIR), config_name=config_name, version_base="1.3")
+    def run(cfg: DictConfig) -> None:
+        with exit_on_config_error(config_name):
+            summary = train(cfg, HydraConfig.get().runtime.output_dir)
+        if summary["interrupted"]:
+            raise SystemExit(INTERRUPTED_EXIT_CODE)
+
+    run()
 
 
 if __name__ == "__main__":
-    with exit_on_config_error("train_robomimic"):  # `policy=<unknown>`: one line, before hydra composes
-        check_group_choices([a for a in sys.argv[1:] if a.startswith(("policy=", "critic="))], CONFIG_DIR)
     main()
