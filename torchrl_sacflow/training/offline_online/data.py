@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from tensordict import TensorDict, TensorDictBase
@@ -92,45 +92,26 @@ def resolve_dataset(
     return path, True
 
 
-def load_robomimic_transitions(
-    path: str | os.PathLike,
-    *,
-    obs_keys: Sequence[str],
-    action_chunk: int,
-    gamma: float,
-    filter_key: str | None = None,
-    **load_kwargs: Any,
-) -> TensorDict:
+def load_robomimic_transitions(path: str | os.PathLike, **load_kwargs: Any) -> TensorDict:
     """:func:`~torchrl_sacflow.robomimic.load_robomimic_dataset` with its errors as :class:`ConfigError`
     (all its entries, ``episode`` and ``chunk_length`` included)."""
     from torchrl_sacflow.robomimic import RobomimicDatasetError, load_robomimic_dataset
 
     try:
-        return load_robomimic_dataset(
-            path, obs_keys=obs_keys, filter_key=filter_key, action_chunk=action_chunk, gamma=gamma, **load_kwargs
-        )
+        return load_robomimic_dataset(path, **load_kwargs)
     except RobomimicDatasetError as err:
         raise ConfigError(str(err)) from None
 
 
-def load_offline_data(
-    path: str | os.PathLike,
-    *,
-    obs_keys: Sequence[str],
-    action_chunk: int,
-    gamma: float,
-    filter_key: str | None = None,
-    **load_kwargs: Any,
-) -> TensorDict:
+def load_offline_data(path: str | os.PathLike, **load_kwargs: Any) -> TensorDict:
     """The file's transitions in chunks of ``action_chunk`` actions, restricted to :data:`TRANSITION_KEYS`.
 
-    ``load_kwargs`` go to :func:`~torchrl_sacflow.robomimic.load_robomimic_dataset` (terminal rule,
-    the env's action bounds, ...). A missing or malformed file, or actions outside the env's
-    bounds, raise :class:`ConfigError` with the loader's one-line message.
+    ``load_kwargs`` (``obs_keys``, ``action_chunk``, ``gamma``, ``filter_key``, the terminal rule, the
+    env's action bounds, ...) go to :func:`~torchrl_sacflow.robomimic.load_robomimic_dataset`. A missing
+    or malformed file, or actions outside the env's bounds, raise :class:`ConfigError` with the
+    loader's one-line message.
     """
-    data = load_robomimic_transitions(path, obs_keys=obs_keys, action_chunk=action_chunk, gamma=gamma,
-                                      filter_key=filter_key, **load_kwargs)
-    return data.select(*TRANSITION_KEYS)
+    return load_robomimic_transitions(path, **load_kwargs).select(*TRANSITION_KEYS)
 
 
 def read_task_env_args(path: str | os.PathLike, task: str) -> dict[str, Any]:
