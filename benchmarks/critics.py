@@ -105,8 +105,9 @@ def _alive_pid(pid_file: Path) -> int | None:
     return pid if _Adopted(pid).poll() is None else None
 
 
-def run_jobs(jobs: list, *, run_dir_for, args_for, parallel: int, threads: int = 1, on_done=None) -> None:
-    """Run ``python -m recipes.train_mujoco <args_for(job)>`` for each job, ``parallel`` at a time.
+def run_jobs(jobs: list, *, run_dir_for, args_for, parallel: int, threads: int = 1, on_done=None,
+             module: str = "recipes.train_mujoco") -> None:
+    """Run ``python -m <module> <args_for(job)>`` (the MuJoCo recipe by default) for each job, ``parallel`` at a time.
 
     A job whose run dir (``run_dir_for(job)``) holds a finished run is skipped; one still running
     from an earlier driver (its ``<run>.pid``) is waited for, not restarted; an unfinished one with a
@@ -132,7 +133,7 @@ def run_jobs(jobs: list, *, run_dir_for, args_for, parallel: int, threads: int =
             if run_dir.exists() and not resume:
                 shutil.rmtree(run_dir)
             run_dir.parent.mkdir(parents=True, exist_ok=True)
-            cmd = [sys.executable, "-m", "recipes.train_mujoco", *args_for(job)]
+            cmd = [sys.executable, "-m", module, *args_for(job)]
             if resume:
                 cmd.append(f"resume={run_dir}")
             log = open(run_dir.parent / f"{run_dir.name}.log", "a" if resume else "w")
