@@ -315,7 +315,11 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
 
 
 def main(config_name: str = "train_offline_online") -> None:
-    """The command line of ``recipes/<config_name>.py``: bad input exits 2 with one line ``<config_name>: error: ...``."""
+    """The command line of ``recipes/<config_name>.py``; bad input exits 2 with one line ``<config_name>: error: ...``.
+
+    Args:
+        config_name (str): the primary config in ``recipes/config`` (``train_offline_online``, ``train_robomimic``).
+    """
     with exit_on_config_error(config_name):  # `policy=<unknown>`: one line, before hydra composes
         check_group_choices([a for a in sys.argv[1:] if a.startswith(("policy=", "critic="))], CONFIG_DIR)
 
