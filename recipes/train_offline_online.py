@@ -1,7 +1,7 @@
 """SAC Flow offline-to-online on Robomimic or OGBench, assembled from TorchRL parts (docs/algorithm.md §4).
 
     python -m recipes.train_offline_online dataset=robomimic:/data/lift/mh/low_dim.hdf5 max_episode_steps=500
-    python -m recipes.train_offline_online dataset=robomimic scripted_failed_fraction=0.5   # weak scripted Lift demos
+    python -m recipes.train_offline_online scripted_failed_fraction=0.4 scripted_action_noise=0.1   # weak Lift demos
     python -m recipes.train_offline_online dataset=ogbench:/data/cube-double-play-v0.npz task=cube-double task_id=2
     python -m recipes.train_offline_online dataset=ogbench ogbench.transitions=100000       # generated play data
     python -m recipes.train_offline_online policy=flow_g seed=1 resume=outputs/<run dir>

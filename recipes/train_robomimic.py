@@ -3,7 +3,7 @@
     python -m recipes.train_robomimic                                  # Flow-T, scripted Lift, ~10 min on 2 cores
     python -m recipes.train_robomimic policy=flow_g seed=1             # Flow-G
     python -m recipes.train_robomimic dataset=/data/lift/mh/low_dim.hdf5 max_episode_steps=500
-    python -m recipes.train_robomimic scripted_failed_fraction=0.5     # imperfect scripted demos
+    python -m recipes.train_robomimic scripted_failed_fraction=0.4 scripted_action_noise=0.1   # weak demos
     python -m recipes.train_robomimic policy=flow_g seed=1 resume=outputs/<run dir>
 
 The same ``train`` as ``python -m recipes.train_offline_online``; ``recipes/config/train_robomimic.yaml``
