@@ -12,21 +12,16 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from tensordict import TensorDict, TensorDictBase
-from torchrl.data import Bounded, Categorical, Composite, Unbounded
-from torchrl.envs import EnvBase
+from tensordict import TensorDictBase
 
+from torchrl_sacflow.envs.chunked import ChunkedSuccessEnv
 from torchrl_sacflow.errors import ConfigError
 from torchrl_sacflow.ogbench.tasks import ACTION_DIM, import_ogbench, observation_dim, singletask_env_id
 
 __all__ = ["OGBenchEnv", "make_ogbench_env"]
 
 
-def _rebuild_env(kwargs: dict) -> "OGBenchEnv":
-    return OGBenchEnv(**kwargs)
-
-
-class OGBenchEnv(EnvBase):
+class OGBenchEnv(ChunkedSuccessEnv):
     """An OGBench singletask env (``<task>-singletask-task<k>-v0``) as a TorchRL env.
 
     Each step outputs ``"observation"`` (float32 ``[D]``, OGBench's state observation),
@@ -96,51 +91,20 @@ class OGBenchEnv(EnvBase):
         self.action_chunk = int(action_chunk)
         self.gamma = float(gamma)
         self.max_episode_steps = int(self._env.spec.max_episode_steps)
-        self.primitive_action_dim = ACTION_DIM
         self._pending_seed = seed
         self._episode_steps = 0
-
         space = self._env.action_space
-        self._action_low = np.asarray(space.low, dtype=np.float64)
-        self._action_high = np.asarray(space.high, dtype=np.float64)
-        if self._action_low.shape != (ACTION_DIM,):
-            raise ConfigError(f"{env_id} has actions of shape {self._action_low.shape}, expected ({ACTION_DIM},)")
-        obs_dim = observation_dim(task)
-        self.observation_spec = Composite(
-            observation=Unbounded(shape=(obs_dim,), dtype=torch.float32, device=self.device),
-            success=Categorical(2, shape=(1,), dtype=torch.bool, device=self.device),
-            shape=(),
-        )
-        self.action_spec = Bounded(
-            low=torch.as_tensor(np.tile(self._action_low, self.action_chunk), dtype=torch.float32),
-            high=torch.as_tensor(np.tile(self._action_high, self.action_chunk), dtype=torch.float32),
-            shape=(self.action_chunk * ACTION_DIM,),
-            dtype=torch.float32,
-            device=self.device,
-        )
-        self.reward_spec = Unbounded(shape=(1,), dtype=torch.float32, device=self.device)
-        self.done_spec = Composite(
-            done=Categorical(2, shape=(1,), dtype=torch.bool, device=self.device),
-            terminated=Categorical(2, shape=(1,), dtype=torch.bool, device=self.device),
-            truncated=Categorical(2, shape=(1,), dtype=torch.bool, device=self.device),
-            shape=(),
-        )
+        if tuple(space.low.shape) != (ACTION_DIM,):
+            raise ConfigError(f"{env_id} has actions of shape {tuple(space.low.shape)}, expected ({ACTION_DIM},)")
+        self._set_specs(observation_dim(task), space.low, space.high)
 
     @property
     def gym_env(self):
         """The wrapped gymnasium env (OGBench's, with its time limit)."""
         return self._env
 
-    @property
-    def episode_steps(self) -> int:
-        """Primitive steps executed since the last reset."""
-        return self._episode_steps
-
     def _observation(self, ob: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(np.asarray(ob), dtype=torch.float32, device=self.device)
-
-    def _flag(self, value: bool) -> torch.Tensor:
-        return torch.full((1,), bool(value), dtype=torch.bool, device=self.device)
 
     def _reset(self, tensordict: TensorDictBase | None = None, **kwargs) -> TensorDictBase:
         seed, self._pending_seed = self._pending_seed, None
@@ -149,17 +113,10 @@ class OGBenchEnv(EnvBase):
         expected = self.observation_spec["observation"].shape[-1]
         if ob.shape != (expected,):
             raise ConfigError(f"{self.env_id} returned observations of shape {ob.shape}, expected ({expected},)")
-        false = self._flag(False)
-        return TensorDict(
-            {"observation": self._observation(ob), "success": false, "done": false.clone(),
-             "terminated": false.clone(), "truncated": false.clone()},
-            batch_size=self.batch_size,
-            device=self.device,
-        )
+        return self._transition(self._observation(ob))
 
     def _step(self, tensordict: TensorDictBase) -> TensorDictBase:
-        action = tensordict.get("action").detach().to("cpu", torch.float64).numpy()
-        actions = np.clip(action.reshape(self.action_chunk, ACTION_DIM), self._action_low, self._action_high)
+        actions = self._primitive_actions(tensordict.get("action"))
         reward, success, terminated, truncated = 0.0, False, False, False
         ob = None
         for j in range(self.action_chunk):
@@ -169,32 +126,12 @@ class OGBenchEnv(EnvBase):
             success = success or bool(info.get("success", False))
             if terminated or truncated:
                 break
-        truncated = bool(truncated) and not terminated
-        return TensorDict(
-            {
-                "observation": self._observation(ob),
-                "reward": torch.full((1,), reward, dtype=torch.float32, device=self.device),
-                "success": self._flag(success),
-                "done": self._flag(terminated or truncated),
-                "terminated": self._flag(terminated),
-                "truncated": self._flag(truncated),
-            },
-            batch_size=self.batch_size,
-            device=self.device,
-        )
+        return self._transition(self._observation(ob), reward=reward, success=success, terminated=bool(terminated),
+                                truncated=bool(truncated) and not terminated)
 
     def _set_seed(self, seed: int | None) -> None:
         # gymnasium seeds the env's generator at reset: apply it to the next one
         self._pending_seed = None if seed is None else int(seed)
-
-    def close(self, *, raise_if_closed: bool = True) -> None:
-        env = self.__dict__.get("_env")
-        if env is not None:
-            env.close()
-        super().close(raise_if_closed=raise_if_closed)
-
-    def __reduce__(self):
-        return (_rebuild_env, (self._init_kwargs,))
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(env_id={self.env_id!r}, action_chunk={self.action_chunk}, "

@@ -23,10 +23,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from tensordict import TensorDict, TensorDictBase
-from torchrl.data import Bounded, Categorical, Composite, Unbounded
-from torchrl.envs import EnvBase
+from tensordict import TensorDictBase
 
+from torchrl_sacflow.envs.chunked import ChunkedSuccessEnv
 from torchrl_sacflow.errors import ConfigError
 from torchrl_sacflow.robomimic.dataset import DEFAULT_OBS_KEYS, read_env_args
 
@@ -246,11 +245,7 @@ def robosuite_obs_to_numpy(obs: dict[str, Any], obs_keys: Sequence[str]) -> dict
     }
 
 
-def _rebuild_env(kwargs: dict[str, Any]) -> RobomimicEnv:
-    return RobomimicEnv(**kwargs)
-
-
-class RobomimicEnv(EnvBase):
+class RobomimicEnv(ChunkedSuccessEnv):
     """A robosuite task rebuilt from Robomimic ``env_args``, with optional action chunking.
 
     Each step outputs ``"observation"`` (float32, the ``obs_keys`` concatenated
@@ -347,29 +342,7 @@ class RobomimicEnv(EnvBase):
         self.obs_sizes = sizes
         obs_dim = sum(sizes.values())
         low, high = self._env.action_spec
-        self._action_low = np.asarray(low, dtype=np.float64)
-        self._action_high = np.asarray(high, dtype=np.float64)
-        self.primitive_action_dim = int(self._action_low.shape[0])
-
-        self.observation_spec = Composite(
-            observation=Unbounded(shape=(obs_dim,), dtype=torch.float32, device=self.device),
-            success=Categorical(2, shape=(1,), dtype=torch.bool, device=self.device),
-            shape=(),
-        )
-        self.action_spec = Bounded(
-            low=torch.as_tensor(np.tile(self._action_low, self.action_chunk), dtype=torch.float32),
-            high=torch.as_tensor(np.tile(self._action_high, self.action_chunk), dtype=torch.float32),
-            shape=(self.action_chunk * self.primitive_action_dim,),
-            dtype=torch.float32,
-            device=self.device,
-        )
-        self.reward_spec = Unbounded(shape=(1,), dtype=torch.float32, device=self.device)
-        self.done_spec = Composite(
-            done=Categorical(2, shape=(1,), dtype=torch.bool, device=self.device),
-            terminated=Categorical(2, shape=(1,), dtype=torch.bool, device=self.device),
-            truncated=Categorical(2, shape=(1,), dtype=torch.bool, device=self.device),
-            shape=(),
-        )
+        self._set_specs(obs_dim, low, high)
 
     def _activate_observables(self, raw: dict[str, Any]) -> bool:
         """Switches on requested observables that robosuite leaves off; returns whether any was."""
@@ -397,34 +370,15 @@ class RobomimicEnv(EnvBase):
         """The wrapped robosuite environment (e.g. to set a simulator state)."""
         return self._env
 
-    @property
-    def episode_steps(self) -> int:
-        """Primitive steps executed since the last reset."""
-        return self._episode_steps
-
     def _observation(self, raw: dict[str, Any]) -> torch.Tensor:
         parts = robosuite_obs_to_numpy(raw, self.obs_keys)
         flat = np.concatenate([parts[k] for k in self.obs_keys])
         return torch.as_tensor(flat, dtype=torch.float32, device=self.device)
 
-    def _flag(self, value: bool) -> torch.Tensor:
-        return torch.full((1,), bool(value), dtype=torch.bool, device=self.device)
-
     def _reset(self, tensordict: TensorDictBase | None = None, **kwargs) -> TensorDictBase:
         raw = self._env.reset()
         self._episode_steps = 0
-        false = self._flag(False)
-        return TensorDict(
-            {
-                "observation": self._observation(raw),
-                "success": false,
-                "done": false.clone(),
-                "terminated": false.clone(),
-                "truncated": false.clone(),
-            },
-            batch_size=self.batch_size,
-            device=self.device,
-        )
+        return self._transition(self._observation(raw))
 
     def reset_to_state(self, state: np.ndarray | torch.Tensor) -> TensorDictBase:
         """Starts an episode from a recorded simulator state (a row of a demo's ``states``).
@@ -471,59 +425,26 @@ class RobomimicEnv(EnvBase):
             observable.reset()
         raw = env._get_observations(force_update=True)
         self._episode_steps = 0
-        false = self._flag(False)
-        return TensorDict(
-            {
-                "observation": self._observation(raw),
-                "success": self._flag(env._check_success()),
-                "done": false.clone(),
-                "terminated": false.clone(),
-                "truncated": false.clone(),
-            },
-            batch_size=self.batch_size,
-            device=self.device,
-        )
+        return self._transition(self._observation(raw), success=bool(env._check_success()))
 
     def _step(self, tensordict: TensorDictBase) -> TensorDictBase:
-        action = tensordict.get("action").detach().to("cpu", torch.float64).numpy()
-        actions = action.reshape(self.action_chunk, self.primitive_action_dim)
-        reward = 0.0
-        success = False
-        raw = None
+        actions = self._primitive_actions(tensordict.get("action"))
+        reward, success, raw = 0.0, False, None
         for j in range(self.action_chunk):
-            raw, _, _, _ = self._env.step(np.clip(actions[j], self._action_low, self._action_high))
+            raw, _, _, _ = self._env.step(actions[j])
             self._episode_steps += 1
             success = bool(self._env._check_success())
             reward += (self.gamma**j) * float(success)
             if success or self._episode_steps >= self.max_episode_steps:
                 break
         truncated = (not success) and self._episode_steps >= self.max_episode_steps
-        return TensorDict(
-            {
-                "observation": self._observation(raw),
-                "reward": torch.full((1,), reward, dtype=torch.float32, device=self.device),
-                "success": self._flag(success),
-                "done": self._flag(success or truncated),
-                "terminated": self._flag(success),
-                "truncated": self._flag(truncated),
-            },
-            batch_size=self.batch_size,
-            device=self.device,
-        )
+        return self._transition(self._observation(raw), reward=reward, success=success, terminated=success,
+                                truncated=truncated)
 
     def _set_seed(self, seed: int | None) -> None:
         # robosuite's placement samplers keep a reference to ``env.rng``: reseed it in place
         fresh = np.random.default_rng(seed)
         self._env.rng.bit_generator.state = fresh.bit_generator.state
-
-    def close(self, *, raise_if_closed: bool = True) -> None:
-        env = self.__dict__.get("_env")
-        if env is not None:
-            env.close()
-        super().close(raise_if_closed=raise_if_closed)
-
-    def __reduce__(self):
-        return (_rebuild_env, (self._init_kwargs,))
 
     def __repr__(self) -> str:
         return (
