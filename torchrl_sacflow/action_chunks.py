@@ -9,9 +9,13 @@ padded by repeating its last executed action.
 """
 from __future__ import annotations
 
-import numpy as np
+from typing import Any
 
-__all__ = ["chunk_episode"]
+import numpy as np
+import torch
+from tensordict import TensorDict
+
+__all__ = ["chunk_episode", "transitions_tensordict"]
 
 
 def chunk_episode(
@@ -74,3 +78,33 @@ def chunk_episode(
         "success": (success[idx] & executed).any(1),
         "chunk_length": length,
     }
+
+
+def transitions_tensordict(pieces: dict[str, list[np.ndarray]], episode_ids: list[np.ndarray], *,
+                           action: np.ndarray | None = None, device: Any = "cpu") -> TensorDict:
+    """The loaders' TorchRL layout from the per-episode outputs of :func:`chunk_episode`.
+
+    ``pieces`` maps each key of :func:`chunk_episode`'s output to one array per episode, and
+    ``episode_ids`` holds one array of episode indices per episode; ``action`` (optional) replaces
+    the concatenated actions (e.g. after a bounds check). Returns ``[N]`` transitions with
+    ``observation``, ``action``, ``episode``, ``chunk_length`` and ``("next", ...)``
+    ``observation``, ``reward``, ``done`` (= terminated | truncated), ``terminated``,
+    ``truncated``, ``success``; float32 values, bool flags, ``[N, 1]`` scalars.
+    """
+    cat = {key: np.concatenate(value, 0) for key, value in pieces.items()}
+    n = cat["action"].shape[0]
+
+    def col(x: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
+        return torch.as_tensor(x.reshape(n, -1)).to(dtype)
+
+    terminated, truncated = col(cat["terminated"], torch.bool), col(cat["truncated"], torch.bool)
+    return TensorDict(
+        {"observation": col(cat["observation"], torch.float32),
+         "action": col(cat["action"] if action is None else action, torch.float32),
+         "episode": torch.as_tensor(np.concatenate(episode_ids)),
+         "chunk_length": col(cat["chunk_length"], torch.int64),
+         "next": {"observation": col(cat["next_observation"], torch.float32),
+                  "reward": col(cat["reward"], torch.float32), "done": terminated | truncated,
+                  "terminated": terminated, "truncated": truncated, "success": col(cat["success"], torch.bool)}},
+        batch_size=[n],
+    ).to(device)

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from tensordict import TensorDict
 
-from torchrl_sacflow.action_chunks import chunk_episode
+from torchrl_sacflow.action_chunks import chunk_episode, transitions_tensordict
 from torchrl_sacflow.errors import ConfigError
 from torchrl_sacflow.ogbench.tasks import (
     ACTION_DIM,
@@ -268,32 +268,7 @@ def load_ogbench_dataset(
         for key, value in chunks.items():
             pieces.setdefault(key, []).append(value)
         episode_ids.append(np.full(e - s, episode, dtype=np.int64))
-    cat = {key: np.concatenate(value, 0) for key, value in pieces.items()}
-    n = cat["action"].shape[0]
-
-    def col(x: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
-        return torch.as_tensor(x.reshape(n, -1)).to(dtype)
-
-    terminated = col(cat["terminated"], torch.bool)
-    truncated = col(cat["truncated"], torch.bool)
-    td = TensorDict(
-        {
-            "observation": col(cat["observation"], torch.float32),
-            "action": col(cat["action"], torch.float32),
-            "episode": torch.as_tensor(np.concatenate(episode_ids)),
-            "chunk_length": col(cat["chunk_length"], torch.int64),
-            "next": {
-                "observation": col(cat["next_observation"], torch.float32),
-                "reward": col(cat["reward"], torch.float32),
-                "done": terminated | truncated,
-                "terminated": terminated,
-                "truncated": truncated,
-                "success": col(cat["success"], torch.bool),
-            },
-        },
-        batch_size=[n],
-    )
-    return td.to(device)
+    return transitions_tensordict(pieces, episode_ids, device=device)
 
 
 def describe_ogbench_dataset(path: PathLike, *, task: str = "cube-double", task_id: int | None = None) -> dict[str, Any]:

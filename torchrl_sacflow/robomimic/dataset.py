@@ -44,7 +44,7 @@ import numpy as np
 import torch
 from tensordict import TensorDict
 
-from torchrl_sacflow.action_chunks import chunk_episode
+from torchrl_sacflow.action_chunks import chunk_episode, transitions_tensordict
 from torchrl_sacflow.errors import ConfigError
 
 __all__ = [
@@ -378,35 +378,10 @@ def load_robomimic_dataset(
                 pieces.setdefault(key, []).append(value)
             episode_ids.append(np.full(T, episode, dtype=np.int64))
 
-    cat = {key: np.concatenate(value, 0) for key, value in pieces.items()}
-    n = cat["action"].shape[0]
-    action = cat["action"]
+    action = np.concatenate(pieces["action"], 0)
     if action_bounds is not None:
         action = _check_action_bounds(path, action, action_bounds, action_dim, out_of_bounds)
-
-    def col(x: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
-        return torch.as_tensor(x.reshape(n, -1)).to(dtype)
-
-    terminated = col(cat["terminated"], torch.bool)
-    truncated = col(cat["truncated"], torch.bool)
-    td = TensorDict(
-        {
-            "observation": col(cat["observation"], torch.float32),
-            "action": col(action, torch.float32),
-            "episode": torch.as_tensor(np.concatenate(episode_ids)),
-            "chunk_length": col(cat["chunk_length"], torch.int64),
-            "next": {
-                "observation": col(cat["next_observation"], torch.float32),
-                "reward": col(cat["reward"], torch.float32),
-                "done": terminated | truncated,
-                "terminated": terminated,
-                "truncated": truncated,
-                "success": col(cat["success"], torch.bool),
-            },
-        },
-        batch_size=[n],
-    )
-    return td.to(device)
+    return transitions_tensordict(pieces, episode_ids, action=action, device=device)
 
 
 def make_robomimic_replay_buffer(
