@@ -77,6 +77,12 @@ ROWS: dict[str, tuple[list[str], str]] = {
                "policy.target_entropy=auto_path", "optim.alpha_init=0.05"],
         "the paper's math (exact path density, σ√Δt, drift correction) in the released actor architecture, "
         "α₀ = 0.2/K, target entropy −(K+1)·d"),
+    "paper_alpha_small": (
+        _PC + ["policy.log_prob=path", "policy.noise_scale=sqrt_dt", "policy.drift_correction=true",
+               "policy.target_entropy=auto_path", "optim.alpha_init=0.005"],
+        "`paper_candidate` with α₀ = 0.005: the `−log σ` push (α per step and action entry) starts 10× "
+        "smaller, and the target −(K+1)·d only lifts α again once σ falls below ≈ 0.1 (K = 4; "
+        "higher where the tanh saturates)"),
 }
 CHECKPOINTS = (8000, 10000, 13000, 25000)
 
