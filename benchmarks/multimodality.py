@@ -261,31 +261,21 @@ def probe_one(policy: str, seed: int, *, bc_steps: int = 300, sac_steps: int = 5
     import torch
     from tensordict import TensorDict
     from tensordict.nn import TensorDictModule
-    from torch import nn
 
     from torchrl_sacflow import SACFlowLoss
-    from torchrl_sacflow.envs import MultimodalBandit
+    from torchrl_sacflow.envs import BanditActionValue, MultimodalBandit
     from torchrl_sacflow.training.offline_online import FlowMatchingUpdate
 
     bandit = MultimodalBandit(2)
     peaks = torch.as_tensor(bandit.peaks, dtype=torch.float32)
-
-    class ExactQ(nn.Module):  # Q(s, a) = r(a): a one-step bandit's action value, no critic learning
-        def __init__(self):
-            super().__init__()
-            self.unused = nn.Parameter(torch.zeros(()))  # TorchRL's loss wants a parametric critic
-
-        def forward(self, observation, action):
-            sq = ((action[..., None, :] - peaks) ** 2).sum(-1)
-            return torch.exp(-sq / (2 * bandit.width**2)).amax(-1, keepdim=True) + 0.0 * self.unused
 
     def demos() -> TensorDict:
         a = peaks[torch.randint(0, 2, (batch,))] + 0.03 * torch.randn(batch, 2)
         return TensorDict({"observation": torch.zeros(batch, 2), "action": a}, [batch])
 
     def sac(actor) -> None:
-        loss = SACFlowLoss(actor, TensorDictModule(ExactQ(), ["observation", "action"], ["state_action_value"]),
-                           alpha_init=0.01, fixed_alpha=True)
+        critic = TensorDictModule(BanditActionValue(bandit), ["observation", "action"], ["state_action_value"])
+        loss = SACFlowLoss(actor, critic, alpha_init=0.01, fixed_alpha=True)
         params = [p for p in loss.actor_network_params.flatten_keys().values() if p.requires_grad]
         opt = torch.optim.Adam(params, lr=3e-4, betas=(0.5, 0.999))
         for _ in range(sac_steps):

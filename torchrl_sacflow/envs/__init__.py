@@ -1,6 +1,7 @@
 """Small gymnasium tasks shipped with the library (registered on import of :mod:`torchrl_sacflow`)."""
 from torchrl_sacflow.envs.multimodal import (
     BANDIT_PEAKS,
+    BanditActionValue,
     MultimodalBandit,
     TwoPathNavigation,
     register_multimodal_envs,
@@ -8,4 +9,4 @@ from torchrl_sacflow.envs.multimodal import (
 
 register_multimodal_envs()
 
-__all__ = ["BANDIT_PEAKS", "MultimodalBandit", "TwoPathNavigation", "register_multimodal_envs"]
+__all__ = ["BANDIT_PEAKS", "BanditActionValue", "MultimodalBandit", "TwoPathNavigation", "register_multimodal_envs"]

@@ -15,9 +15,11 @@ import math
 
 import gymnasium as gym
 import numpy as np
+import torch
 from gymnasium import spaces
+from torch import nn
 
-__all__ = ["MultimodalBandit", "TwoPathNavigation", "register_multimodal_envs", "BANDIT_PEAKS"]
+__all__ = ["MultimodalBandit", "BanditActionValue", "TwoPathNavigation", "register_multimodal_envs", "BANDIT_PEAKS"]
 
 #: Peak centres of the bandit's reward, by number of modes.
 BANDIT_PEAKS = {
@@ -84,6 +86,32 @@ class MultimodalBandit(gym.Env):
         action = np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0)
         return np.zeros(2, dtype=np.float32), float(self.reward(action)), True, False, {}
 
+
+
+class BanditActionValue(nn.Module):
+    """The exact action value of a :class:`MultimodalBandit`, ``Q(s, a) = r(a)``, as a critic module.
+
+    A one-step bandit's Q is its reward, so the SAC actor objective can be studied with no critic
+    learning in the way (``benchmarks/multimodality.py probe``, ``tests/test_multimodality.py``).
+    Wrap it as TorchRL critics are: ``TensorDictModule(BanditActionValue(bandit), ["observation",
+    "action"], ["state_action_value"])``.
+
+    Args:
+        bandit (MultimodalBandit): whose peaks and width define ``r``.
+
+    Shapes: ``observation`` ``[..., 2]`` (unused), ``action`` ``[..., 2]`` → ``[..., 1]``.
+    """
+
+    def __init__(self, bandit: MultimodalBandit):
+        super().__init__()
+        self.register_buffer("peaks", torch.as_tensor(bandit.peaks, dtype=torch.float32))
+        self.width = bandit.width
+        # TorchRL's losses keep a functional copy of the critic's parameters: give it one to hold
+        self.unused = nn.Parameter(torch.zeros(()))
+
+    def forward(self, observation: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        sq = ((action[..., None, :] - self.peaks) ** 2).sum(-1)
+        return torch.exp(-sq / (2 * self.width**2)).amax(-1, keepdim=True) + 0.0 * self.unused
 
 class TwoPathNavigation(gym.Env):
     """A point goes around a round obstacle to a goal; left and right are equally good.
