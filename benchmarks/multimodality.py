@@ -208,6 +208,7 @@ def _figure(results: dict) -> None:
 # probe: the policy class and the objective apart, on Bandit2, with the library's own pieces
 # ---------------------------------------------------------------------------------------------
 PROBE_POLICIES = ["flow_t", "flow_g", "flow_mlp", "flow_mlp_blind", "gaussian"]
+KEPT_SHARE = 0.25  # a seed "keeps both peaks" when each holds at least this share of the samples (issue 15)
 
 
 def _probe_actor(policy: str):
@@ -326,11 +327,16 @@ def probe(args: argparse.Namespace) -> None:
         "seed. *BC*: 300 steps of behaviour cloning on demonstrations split 50/50 between the peaks (flows: "
         "flow matching; Gaussian: maximum likelihood). *then SAC*: 500 SAC actor steps from there, with the "
         "exact Q = r(a) as critic and α = 0.01 fixed (flows: σ = 0.10 fixed). *SAC from scratch*: the same 500 "
-        "steps from a fresh policy. `flow_mlp_blind`: the naive flow with a velocity that never sees A_i.", "",
+        "steps from a fresh policy. `flow_mlp_blind`: the naive flow with a velocity that never sees A_i. "
+        f"Cells: how many seeds keep both peaks (≥ {KEPT_SHARE:.0%} of the samples on each), then the shares "
+        "of the first three seeds.", "",
         "| policy | BC | BC, then SAC | SAC from scratch |", "|---|---|---|---|"]
 
     def cell(runs: list, key: str) -> str:
-        return " · ".join(f"{r[key]['fractions'][0]:.2f}/{r[key]['fractions'][1]:.2f}" for r in runs)
+        fractions = [r[key]["fractions"] for r in runs]
+        kept = sum(min(f) >= KEPT_SHARE for f in fractions)
+        shown = " · ".join(f"{f[0]:.2f}/{f[1]:.2f}" for f in fractions[:3])
+        return f"**{kept}/{len(runs)}** ({shown}{' …' if len(runs) > 3 else ''})"
 
     for p, runs in results.items():
         lines.append(f"| {p} | {cell(runs, 'bc')} | {cell(runs, 'bc_then_sac')} | {cell(runs, 'sac_from_scratch')} |")
@@ -388,7 +394,7 @@ def main() -> None:
     p_run.add_argument("--parallel", type=int, default=2)
     p_run.add_argument("overrides", nargs="*")
     sub.add_parser("report")
-    p_probe = sub.add_parser("probe", help="the policy class vs the objective on Bandit2 (~2 min)")
+    p_probe = sub.add_parser("probe", help="the policy class vs the objective on Bandit2 (~2 min per seed)")
     p_probe.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     args = parser.parse_args()
     if args.cmd == "probe":

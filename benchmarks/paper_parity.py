@@ -77,6 +77,10 @@ ROWS: dict[str, tuple[list[str], str]] = {
                "policy.target_entropy=auto_path", "optim.alpha_init=0.05"],
         "the paper's math (exact path density, σ√Δt, drift correction) in the released actor architecture, "
         "α₀ = 0.2/K, target entropy −(K+1)·d"),
+    "paper_code_exact": (
+        _PC + ["+policy.velocity_kwargs.init=lecun_normal", "optim.alpha_objective=alpha"],
+        "`paper_code` plus the two last differences a line-by-line reading found: flax's lecun-normal "
+        "init (zero biases) in the actor and the α objective −α·(log π + H̄)"),
     "paper_alpha_small": (
         _PC + ["policy.log_prob=path", "policy.noise_scale=sqrt_dt", "policy.drift_correction=true",
                "policy.target_entropy=auto_path", "optim.alpha_init=0.005"],

@@ -88,7 +88,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     actor = make_policy(c["policy"], eval_env.action_spec, obs_dim).to(device)
     losses = make_loss(c["critic"], actor, observation_dim=obs_dim, action_dim=action_dim(eval_env),
                        gamma=opt["gamma"], alpha_init=opt["alpha_init"],
-                       target_entropy=c["policy"]["target_entropy"], device=device)
+                       target_entropy=c["policy"]["target_entropy"], device=device,
+                       alpha_objective=opt["alpha_objective"])
     actor_optim, critic_optim, alpha_optim = make_optimizers(
         losses.loss_module, actor_lr=opt["actor_lr"], critic_lr=opt["critic_lr"], alpha_lr=opt["alpha_lr"],
         actor_betas=(opt["actor_beta1"], 0.999), critic_betas=(opt["critic_beta1"], 0.999),

@@ -207,3 +207,30 @@ def test_flow_diagnostics_leave_the_global_rng_alone():
     torch.manual_seed(3)
     flow_diagnostics(actor, batch)
     torch.testing.assert_close(torch.rand(3), expected)
+
+
+@pytest.mark.parametrize("init", ["torch", "lecun_normal"])
+def test_velocity_layer_init(init):
+    """``lecun_normal`` (the released code's flax init): every Linear has zero bias and weights of std
+    1/√fan_in, truncated at 2 of the untruncated std; ``torch``: PyTorch's U(±1/√fan_in)."""
+    torch.manual_seed(0)
+    v = TransformerVelocity(ACT, OBS, d_model=96, obs_hidden=48, time_embedding="mlp", init=init)
+    ffn_in = v.blocks[0].ffn[0]  # 96 -> 384
+    expected_std = 96**-0.5 if init == "lecun_normal" else (3 * 96) ** -0.5
+    assert ffn_in.weight.std().item() == pytest.approx(expected_std, rel=0.05)
+    linears = [m for m in v.modules() if isinstance(m, nn.Linear)]
+    biases_zero = all(bool((m.bias == 0).all()) for m in linears if m.bias is not None)
+    assert biases_zero == (init == "lecun_normal")
+    if init == "lecun_normal":
+        bound = 2 * 96**-0.5 / 0.87962566103423978
+        assert ffn_in.weight.abs().max().item() <= bound + 1e-6
+        # the time MLP starts at exactly 0 for t = 0, as flax's does (zero biases)
+        assert v.time_mlp(torch.zeros(1, 1)).abs().max().item() == 0.0
+
+
+def test_velocity_layer_init_keeps_the_log_std_head_init():
+    v = TransformerVelocity(ACT, OBS, d_model=32, log_std_head=True, log_std_init="middle", init="lecun_normal")
+    _, log_std = v.step_with_log_std(torch.randn(256, ACT), v.encode_state(torch.randn(256, OBS)), 0.0)
+    assert log_std.mean().item() == pytest.approx(-1.5, abs=0.05)
+    with pytest.raises(ValueError, match="init"):
+        TransformerVelocity(ACT, OBS, init="xavier")

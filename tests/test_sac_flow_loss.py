@@ -516,3 +516,19 @@ def test_terminated_rows_with_non_finite_next_observation_keep_the_loss_finite(c
         with torch.no_grad():
             target = loss._compute_target_v2(loss.finite_next_states(data))
         assert target[0] == data["next", "reward"][0, 0]
+
+
+@pytest.mark.parametrize("objective", ["log_alpha", "alpha"])
+def test_alpha_objective_gradient(objective):
+    """``log_alpha`` (TorchRL): d/d log α = −(log π + H̄); ``alpha`` (SAC paper, released code): the same
+    times α, so its step shrinks with α. Both push α the same way."""
+    loss = _loss(alpha_init=0.05, target_entropy=-3.0, alpha_objective=objective)
+    log_prob = torch.tensor([1.0, 2.0, 4.0])
+    loss.alpha_loss(log_prob).mean().backward()
+    expected = -(log_prob.mean() - 3.0) * (0.05 if objective == "alpha" else 1.0)
+    assert loss.log_alpha.grad.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_bad_alpha_objective():
+    with pytest.raises(ValueError, match="alpha_objective"):
+        _loss(alpha_objective="alpha2")

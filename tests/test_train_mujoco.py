@@ -201,6 +201,8 @@ BAD_INPUTS = {  # name: (overrides, expected message)
     "compile mode": (["optim.compile=fastest"], "optim.compile must be true, false or a torch.compile mode"),
     "collector compile": (["collector.compile_policy=1"], "collector.compile_policy must be true, false or"),
     "autocast": (["optim.autocast=fp16"], "optim.autocast must be null or bf16, got 'fp16'"),
+    "alpha objective": (["optim.alpha_objective=alpha2"], "optim.alpha_objective must be log_alpha or alpha"),
+    "velocity init": (["+policy.velocity_kwargs.init=xavier"], "init must be one of"),
     "log-prob kind": (["policy.log_prob=marginal"], "unknown policy.log_prob 'marginal'"),
     "sigma head on gru": (["policy.velocity=gru", "policy.sigma_head=velocity"], "policy.sigma_head=velocity needs"),
     "velocity option": (["policy.velocity=gru"], "'num_layers'] are not options of the gru velocity"),

@@ -442,6 +442,28 @@ def _choice(name: str, value, options) -> None:
         raise ValueError(f"{name} must be one of {tuple(options)}, got {value!r}")
 
 
+# flax's variance_scaling(1, "fan_in", "truncated_normal"): a normal truncated at ±2 std, rescaled
+# by this factor so that the truncated draw still has std 1/√fan_in
+_TRUNCATED_NORMAL_STD = 0.87962566103423978
+
+
+def lecun_normal_init_(module: nn.Module) -> nn.Module:
+    """Re-initialise every ``nn.Linear`` in ``module`` as flax's default ``Dense`` (lecun normal).
+
+    Weights: truncated normal (at ±2 std) of std ``1/√fan_in``; biases: zero. The released SAC Flow
+    code (JAX/flax) starts from this; PyTorch's default is ``U(±1/√fan_in)`` (std ``1/√(3·fan_in)``)
+    with uniform biases. Returns ``module``.
+    """
+    with torch.no_grad():
+        for layer in module.modules():
+            if isinstance(layer, nn.Linear):
+                std = layer.in_features**-0.5 / _TRUNCATED_NORMAL_STD
+                nn.init.trunc_normal_(layer.weight, std=std, a=-2 * std, b=2 * std)
+                if layer.bias is not None:
+                    layer.bias.zero_()
+    return module
+
+
 class TransformerVelocity(VelocityField):
     """Flow-T: a Transformer-decoder velocity (paper Eqs. 7–9).
 
@@ -490,6 +512,11 @@ class TransformerVelocity(VelocityField):
             zero bias, so σ starts at the middle of the range for every state, like
             :class:`~torchrl_sacflow.modules.StateLogStd`) or ``"lecun_normal"`` (flax's default
             dense init, as in the released code: σ starts spread over the range).
+        init (str): the other layers' initialisation. ``"torch"`` (default: PyTorch's
+            ``nn.Linear`` init, weights ``U(±1/√fan_in)``, i.e. std ``1/√(3·fan_in)``, and uniform
+            biases) or ``"lecun_normal"`` (flax's default dense init, the released code's:
+            truncated-normal weights of std ``1/√fan_in`` and zero biases, so signals keep their
+            scale through the unnormalised chains, e.g. the state encoder into cross-attention).
 
     Raises:
         ValueError: for an unknown layout/embedding/activation name, or ``input_norm`` without
@@ -521,8 +548,10 @@ class TransformerVelocity(VelocityField):
         log_std_head: bool = False,
         log_std_bounds: Sequence[float] = (-5.0, 2.0),
         log_std_init: str = "middle",
+        init: str = "torch",
     ):
         super().__init__(action_dim, observation_dim)
+        _choice("init", init, ("torch", "lecun_normal"))
         if num_layers < 1:
             raise ValueError(f"num_layers must be >= 1, got {num_layers}")
         if num_state_tokens < 1:
@@ -564,6 +593,8 @@ class TransformerVelocity(VelocityField):
         )
         self.norm_out = nn.LayerNorm(d_model) if norm_layout == "pre_layernorm" else None
         self.head = nn.Linear(d_model, action_dim)
+        if init == "lecun_normal":
+            lecun_normal_init_(self)
         self.log_std_head = None
         if log_std_head:
             low, high = (float(b) for b in log_std_bounds)

@@ -89,6 +89,11 @@ class SACFlowLoss(FastSACLoss):
             term off entirely (no ``"proximity"`` entry in the output); a number switches it on,
             and ``0.0`` keeps the entry while giving it no weight.
         log_path_grad_norms (bool): compute the per-step gradient diagnostic. Default ``False``.
+        alpha_objective (str): the temperature loss. ``"log_alpha"`` (default, TorchRL's ``SACLoss``):
+            ``−log α · (log π + H̄)``, so Adam moves ``log α`` at its full step whatever α is;
+            ``"alpha"`` (the SAC paper's ``J(α)``, CleanRL and the paper's released code):
+            ``−α · (log π + H̄)``, whose gradient on ``log α`` shrinks with α, so α falls more
+            slowly once it is small. Both have the same fixed point.
         **kwargs: every other keyword of :class:`~torchrl.objectives.SACLoss` (``fixed_alpha``,
             ``min_alpha``, ``max_alpha``, ``delay_qvalue``, ``reduction``, ``deactivate_vmap``,
             ``skip_done_states``, ``action_spec``, ...).
@@ -143,8 +148,11 @@ class SACFlowLoss(FastSACLoss):
         target_entropy: str | float = 0.0,
         proximity_coef: float | None = None,
         log_path_grad_norms: bool = False,
+        alpha_objective: str = "log_alpha",
         **kwargs,
     ) -> None:
+        if alpha_objective not in ("log_alpha", "alpha"):
+            raise ValueError(f"alpha_objective must be 'log_alpha' or 'alpha', got {alpha_objective!r}")
         if kwargs.get("value_network") is not None:
             raise ValueError("SACFlowLoss implements SAC v2 (no state-value network)")
         if target_entropy == "auto_path":
@@ -158,6 +166,7 @@ class SACFlowLoss(FastSACLoss):
             target_entropy=target_entropy,
             **kwargs,
         )
+        self.alpha_objective = alpha_objective
         self._use_proximity = proximity_coef is not None
         self.register_buffer(
             "_proximity_coef", torch.tensor(float(proximity_coef or 0.0), device=self.alpha_init.device)
@@ -253,6 +262,11 @@ class SACFlowLoss(FastSACLoss):
         # SACLoss.forward only reads "log_prob" from the metadata: keep the rest for our output.
         self._extras = {k: v for k, v in metadata.items() if k != "log_prob"}
         return loss_actor, metadata
+
+    def _alpha_loss(self, log_prob: Tensor) -> Tensor:
+        if self.alpha_objective == "alpha" and self.target_entropy is not None:
+            return -self.log_alpha.exp() * (log_prob + self.target_entropy)
+        return super()._alpha_loss(log_prob)
 
     def qvalue_v2_loss(self, tensordict: TensorDictBase) -> tuple[Tensor, dict[str, Tensor]]:
         """Critic loss ``Σ_j d(Q_j(s, a), y)`` against the SAC v2 target, with ``td_error`` metadata.

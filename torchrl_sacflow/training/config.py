@@ -220,6 +220,8 @@ def validate_train_config(cfg: Mapping[str, Any]) -> None:
     check_compile_setting(cfg["optim"].get("compile", False), "optim.compile", device)
     if cfg["optim"].get("autocast") not in (None, "bf16"):
         raise ConfigError(f"optim.autocast must be null or bf16, got {cfg['optim']['autocast']!r}")
+    if cfg["optim"].get("alpha_objective", "log_alpha") not in ("log_alpha", "alpha"):
+        raise ConfigError(f"optim.alpha_objective must be log_alpha or alpha, got {cfg['optim']['alpha_objective']!r}")
     _positive_int(cfg["replay_buffer"]["size"], "replay_buffer.size")
     _positive_int(cfg["optim"]["batch_size"], "optim.batch_size")
     if not cfg["optim"]["utd_ratio"] > 0:

@@ -119,6 +119,13 @@ def make_policy(
     check_policy_config(cfg)
     if cfg["kind"] == "gaussian":
         return make_gaussian_actor(action_spec, observation_dim, num_cells=tuple(cfg["num_cells"]))
+    try:
+        return _make_flow_policy(cfg, action_spec, observation_dim)
+    except ValueError as err:  # a bad value inside velocity_kwargs / log_std_kwargs: one line, exit code 2
+        raise ConfigError(f"bad policy config ({cfg.get('name')}): {err}") from err
+
+
+def _make_flow_policy(cfg: Mapping[str, Any], action_spec: TensorSpec, observation_dim: int) -> ProbabilisticActor:
     return make_flow_actor(
         action_spec,
         observation_dim,
