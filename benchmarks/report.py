@@ -1,4 +1,4 @@
-"""What the timing benchmarks' markdown reports share (a helper module, not a benchmark).
+"""What the benchmarks' markdown reports share (a helper module, not a benchmark).
 
 A timing is only comparable with the command that produced it and the machine it ran on, so every
 report starts with both; the report is printed as well as written so that a run's log holds it.
