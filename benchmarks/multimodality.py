@@ -37,6 +37,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from critics import _finished, run_jobs  # noqa: E402
+from report import section, table  # noqa: E402
 
 RUNS_DIR = REPO / "outputs" / "multimodality"
 RESULTS = REPO / "benchmarks" / "results" / "multimodality"
@@ -112,6 +113,23 @@ def measure(task: str, run_dir: Path, n: int = 2000) -> dict:
     return out
 
 
+#: The report's columns after policy and seeds, per kind of task: (header, a run's value; None: not measured).
+_COLUMNS = {
+    "bandit": [
+        ("eval return (ODE, A₀=0)", lambda r: r["eval_return"]),
+        ("sampled: near", lambda r: r["sampled"]["near"]),
+        ("sampled: TV to π*", lambda r: r["sampled"]["tv"]),
+        ("ODE from A₀~N(0,I): TV to π*", lambda r: r.get("ode", {}).get("tv")),
+    ],
+    "two_paths": [
+        ("eval return", lambda r: r["eval_return"]),
+        ("reached the obstacle's side", lambda r: r["sides"]["passed"]),
+        ("of those: left", lambda r: r["sides"]["left"]),
+        ("TV to 50/50", lambda r: r["sides"]["tv"]),
+    ],
+}
+
+
 def report(args: argparse.Namespace) -> None:
     cache = RESULTS.with_suffix(".json")
     results = json.loads(cache.read_text()) if cache.is_file() else {}
@@ -131,26 +149,12 @@ def report(args: argparse.Namespace) -> None:
         rows = {p: [v for k, v in results.items() if k.startswith(f"{task}/{p}_seed")] for p in POLICIES}
         if not any(rows.values()):
             continue
-        lines += [f"## {task}", ""]
-        if task.startswith("bandit"):
-            lines += ["| policy | seeds | eval return (ODE, A₀=0) | sampled: near | sampled: TV to π* | "
-                      "ODE from A₀~N(0,I): TV to π* |", "|---|---|---|---|---|---|"]
-            for p, runs in rows.items():
-                if runs:
-                    lines.append(f"| {p} | {len(runs)} | {_fmt([r['eval_return'] for r in runs])} | "
-                                 f"{_fmt([r['sampled']['near'] for r in runs])} | "
-                                 f"{_fmt([r['sampled']['tv'] for r in runs])} | "
-                                 f"{_fmt([r['ode']['tv'] for r in runs if 'ode' in r])} |")
-        else:
-            lines += ["| policy | seeds | eval return | reached the obstacle's side | of those: left | TV to 50/50 |",
-                      "|---|---|---|---|---|---|"]
-            for p, runs in rows.items():
-                if runs:
-                    lines.append(f"| {p} | {len(runs)} | {_fmt([r['eval_return'] for r in runs])} | "
-                                 f"{_fmt([r['sides']['passed'] for r in runs])} | "
-                                 f"{_fmt([r['sides']['left'] for r in runs])} | "
-                                 f"{_fmt([r['sides']['tv'] for r in runs])} |")
-        lines.append("")
+        columns = _COLUMNS["bandit" if task.startswith("bandit") else task]
+        lines += section(task, table(
+            ["policy", "seeds", *(header for header, _ in columns)],
+            [[p, len(runs), *(_fmt([value(r) for r in runs]) for _, value in columns)]
+             for p, runs in rows.items() if runs],
+        ))
     RESULTS.with_suffix(".md").write_text("\n".join(lines))
     _figure(results)
     print("\n".join(lines))

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import platform
 import statistics
 import sys
 import time
@@ -50,6 +49,7 @@ logging.getLogger("torchrl").setLevel(logging.WARNING)
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
+import report  # noqa: E402
 import throughput  # noqa: E402
 
 _LOG_2PI = math.log(2 * math.pi)
@@ -291,19 +291,19 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     t0 = time.perf_counter()
-    load = os.getloadavg() if hasattr(os, "getloadavg") else ("?",) * 3
+    load = report.load_average()
     dist = distribution_rows(args.pairs)
     calls = policy_call_rows(30)
     swap = swap_rows(200)
     env = env_rows(args.env_steps)
     frames = frame_rows(args.frames, args.frame_rounds)
     wall = time.perf_counter() - t0
-    command = "python " + " ".join([os.path.relpath(__file__)] + (sys.argv[1:] if argv is None else list(argv)))
+    command = report.command_line(__file__, argv)
     lines = [
         "# Where the remaining gap lives: TorchRL parts measured in isolation",
         "",
-        f"Command: `{command}` (wall time {wall / 60:.1f} min). Machine: {platform.processor() or platform.machine()}, "
-        f"{os.cpu_count()} cores, load average at start {' / '.join(f'{x:.2f}' if isinstance(x, float) else x for x in load)}; "
+        f"Command: `{command}` (wall time {wall / 60:.1f} min). Machine: {report.cpu_model()}, "
+        f"{report.cores()} cores, load average at start {load}; "
         f"torch {torch.__version__}, 1 torch thread.",
         "",
         "## 1. TorchRL's `TanhNormal`, the recipe's `FusedTanhNormal` and a minimal tanh-Gaussian, in the Gaussian step",
@@ -355,13 +355,7 @@ def main(argv=None) -> int:
         *frames,
         "",
     ]
-    text = "\n".join(lines)
-    print()
-    print(text)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
-    print(f"written to {out}")
+    report.write_report(lines, args.out)
     return 0
 
 

@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import functools
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -57,6 +56,8 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(REPO))
+import report  # noqa: E402
+
 CONFIG_DIR = REPO / "recipes" / "config"
 ENVS = ("halfcheetah", "robomimic")
 
@@ -182,45 +183,31 @@ def bench_learner(args) -> dict:
 
 
 def machine_lines(args) -> list[str]:
+    """The report's header bullets: the machine, and the Ray cluster the rows ran on."""
     import ray
-    import tensordict
-    import torchrl
 
-    cpu = platform.processor() or "?"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    load = " / ".join(f"{x:.2f}" for x in os.getloadavg())
     cluster = ray.cluster_resources()
     where = f"cluster at {args.ray_address}" if args.ray_address else "local Ray started by this script"
-    return [
-        f"- machine: {cpu}, {len(os.sched_getaffinity(0))} cores available, {platform.system()} {platform.release()}",
-        f"- load average at start (1/5/15 min): {load}",
-        f"- python {platform.python_version()}, torch {torch.__version__}, torchrl {torchrl.__version__}, "
-        f"tensordict {tensordict.__version__}, ray {ray.__version__}",
+    return report.machine_lines(versions={"ray": ray.__version__}) + [
         f"- Ray: {where}, {int(cluster.get('CPU', 0))} CPUs on {len(ray.nodes())} node(s); each worker 1 CPU, "
         f"1 torch thread; learner threads: {args.threads}",
     ]
 
 
 def format_collect(rows) -> list[str]:
-    out = ["| env | backend | mode | workers | frames/batch | frames/s | s/batch (median) | startup s |",
-           "|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        out.append(f"| {r['env']} | {r['backend']} | {r['mode']} | {r['workers']} | {r['fpb']} "
-                   f"| **{r['frames_per_s']:.0f}** | {r['batch_s']:.3f} | {r['startup_s']:.1f} |")
-    return out
+    return report.table(
+        ["env", "backend", "mode", "workers", "frames/batch", "frames/s", "s/batch (median)", "startup s"],
+        [[r["env"], r["backend"], r["mode"], r["workers"], r["fpb"], f"**{r['frames_per_s']:.0f}**",
+          f"{r['batch_s']:.3f}", f"{r['startup_s']:.1f}"] for r in rows],
+    )
 
 
 def format_sync(rows) -> list[str]:
-    out = ["| env | backend | workers | actor parameters | MiB per worker | `update_policy_weights_()` ms (IQR) |",
-           "|---|---|---|---|---|---|"]
-    for r in rows:
-        out.append(f"| {r['env']} | {r['backend']} | {r['workers']} | {r['params']:,} | {r['bytes'] / 2**20:.2f} "
-                   f"| **{r['median_ms']:.2f}** ({r['q1_ms']:.2f}–{r['q3_ms']:.2f}) |")
-    return out
+    return report.table(
+        ["env", "backend", "workers", "actor parameters", "MiB per worker", "`update_policy_weights_()` ms (IQR)"],
+        [[r["env"], r["backend"], r["workers"], f"{r['params']:,}", f"{r['bytes'] / 2**20:.2f}",
+          f"**{r['median_ms']:.2f}** ({r['q1_ms']:.2f}–{r['q3_ms']:.2f})"] for r in rows],
+    )
 
 
 def parse_args(argv=None):
@@ -261,7 +248,7 @@ def main(argv=None) -> int:
     backends = [b for b in args.backends.split(",") if b]
     workers = [int(w) for w in args.workers.split(",") if w]
     modes = [m == "sync" for m in args.ray_modes.split(",") if m]
-    command = "python " + " ".join([os.path.relpath(__file__)] + (sys.argv[1:] if argv is None else list(argv)))
+    command = report.command_line(__file__, argv)
     t_start = time.perf_counter()
 
     import ray
@@ -293,12 +280,11 @@ def main(argv=None) -> int:
         ray.shutdown()
     wall = time.perf_counter() - t_start
 
-    lines = ["# Scaling collection out: Ray workers against the local collectors", ""]
-    lines += [f"Command: `{command}` (wall time {wall / 60:.1f} min)", ""]
-    lines += header + [""]
-    lines += ["## Collection (frames/s, the learner idle)", ""]
-    lines += [f"- {t.name}: {t.label}; a frame is one of its {t.unit}" for t in tasks] + [""]
-    lines += [
+    lines = report.section("Scaling collection out: Ray workers against the local collectors",
+                           f"Command: `{command}` (wall time {wall / 60:.1f} min)", header, level=1)
+    lines += report.section(
+        "Collection (frames/s, the learner idle)",
+        [f"- {t.name}: {t.label}; a frame is one of its {t.unit}" for t in tasks],
         "`make_collector(backend=..., num_workers=..., sync=...)` with the recipes' env and actor (exploration "
         "noise on). local: `Collector` in this process (1 worker) or `MultiSyncCollector` (single-threaded "
         "worker processes); ray: `RayCollector` with that many remote `Collector`s, sync = one rollout of "
@@ -306,39 +292,28 @@ def main(argv=None) -> int:
         f"After one warm-up batch, {args.batches} batches timed back to back (wall clock); startup = build + "
         "warm-up batch (Ray: starting the worker processes, which import torch and TorchRL, and the "
         "weight-sync channel).",
-        "",
-    ]
-    lines += format_collect(collect_rows) + [""]
+        format_collect(collect_rows),
+    )
     if sync_rows:
-        lines += [
-            "## Weight sync per round",
-            "",
+        lines += report.section(
+            "Weight sync per round",
             f"`collector.update_policy_weights_()` between two batches of a synchronous collector, after the "
             f"actor's parameters changed, {args.sync_rounds} times: local 1 worker has nothing to send (the "
             f"collector acts with the learner's actor; TorchRL's bookkeeping remains), `MultiSyncCollector` copies into the workers' shared memory, "
             f"`RayCollector` sends every tensor to each worker (TorchRL's `RayWeightSyncScheme`: torch.distributed "
             f"gloo, point to point) and waits until the workers have applied them.",
-            "",
-        ]
-        lines += format_sync(sync_rows) + [""]
+            format_sync(sync_rows),
+        )
     if learner:
-        lines += [
-            "## Learner",
-            "",
+        lines += report.section(
+            "Learner",
             f"The MuJoCo recipe's SAC update (Flow-T, K=4, batch {learner['batch']}, eager, "
             f"{learner['threads']} thread(s)): **{learner['updates_per_s']:.1f} updates/s**, i.e. at the paper's "
             f"UTD 1 (one update per collected frame) the learner consumes "
             f"{learner['updates_per_s']:.1f} frames/s. Compare with the collection rows above.",
-            "",
-        ]
-    text = "\n".join(lines)
-    print()
-    print(text)
-    if not args.quick or args.out:
-        out = Path(args.out) if args.out else HERE / "results" / "scaling.md"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text)
-        print(f"written to {out}")
+        )
+    out = Path(args.out) if args.out else HERE / "results" / "scaling.md"
+    report.write_report(lines, out if not args.quick or args.out else None)
     return 0
 
 

@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import platform
 import statistics
 import sys
 import time
@@ -49,6 +48,7 @@ logging.getLogger("torchrl").setLevel(logging.WARNING)
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+import report  # noqa: E402
 import yardstick  # noqa: E402
 
 OBS_DIM, ACT_DIM = 17, 6  # HalfCheetah-v4
@@ -536,68 +536,32 @@ def bench_collect(policy, workers, args, mode="eager"):
 # report
 # ---------------------------------------------------------------------------------------------
 def machine_description(args) -> list[str]:
-    import tensordict
-    import torchrl
-
-    cpu = platform.processor() or "?"
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cores = os.cpu_count()
-    mem = _status_kib("MemTotal")
-    try:
-        with open("/proc/meminfo") as f:
-            mem = int(f.readline().split()[1]) // (1024 * 1024)
-    except OSError:
-        mem = "?"
-    load = os.getloadavg() if hasattr(os, "getloadavg") else ("?",)
-    lines = [
-        f"- machine: {cpu}, {cores} cores available, {mem} GiB RAM, {platform.system()} {platform.release()}",
-        f"- load average at start (1/5/15 min): {' / '.join(f'{x:.2f}' for x in load)}",
-        f"- python {platform.python_version()}, torch {torch.__version__}, torchrl {torchrl.__version__}, "
-        f"tensordict {tensordict.__version__}",
+    """The report's header bullets: the machine, and the device and learner threads of this run."""
+    return report.machine_lines(memory=True) + [
         f"- device: {args.device}"
         + (f" ({torch.cuda.get_device_name()})" if args.device.startswith("cuda") else "")
         + f"; learner threads: {args.threads} (`torch.set_num_threads`)",
     ]
-    return lines
 
 
 def format_update_table(rows) -> list[str]:
-    out = [
-        "| policy | K | batch | mode | project upd/s | yardstick upd/s | ratio (IQR) | ready s project / yardstick |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        out.append(
-            f"| {r['policy']} | {r['K']} | {r['batch']} | {r['mode']} | {r['project']:.1f} | {r['yardstick']:.1f} "
-            f"| **{r['ratio']:.2f}** ({r['ratio_q1']:.2f}–{r['ratio_q3']:.2f}) "
-            f"| {r['warmup_s_project']:.1f} / {r['warmup_s_yardstick']:.1f} |"
-        )
-    return out
+    return report.table(
+        ["policy", "K", "batch", "mode", "project upd/s", "yardstick upd/s", "ratio (IQR)",
+         "ready s project / yardstick"],
+        [[r["policy"], r["K"], r["batch"], r["mode"], f"{r['project']:.1f}", f"{r['yardstick']:.1f}",
+          f"**{r['ratio']:.2f}** ({r['ratio_q1']:.2f}–{r['ratio_q3']:.2f})",
+          f"{r['warmup_s_project']:.1f} / {r['warmup_s_yardstick']:.1f}"] for r in rows],
+    )
 
 
 def format_collect_table(rows) -> list[str]:
-    out = [
-        "| policy (K=4) | policy call | workers | clock | TorchRL collector frames/s | plain gymnasium loop frames/s "
-        "| ratio (IQR) | startup s (collector / plain) |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        out.append(
-            f"| {r['policy']} | {r['mode']} | {r['workers']} | {r['clock']} | {r['project']:.0f} | {r['yardstick']:.0f} "
-            f"| **{r['ratio']:.2f}** ({r['ratio_q1']:.2f}–{r['ratio_q3']:.2f}) "
-            f"| {r['startup_project']:.1f} / {r['startup_yardstick']:.1f} |"
-        )
-    return out
+    return report.table(
+        ["policy (K=4)", "policy call", "workers", "clock", "TorchRL collector frames/s",
+         "plain gymnasium loop frames/s", "ratio (IQR)", "startup s (collector / plain)"],
+        [[r["policy"], r["mode"], r["workers"], r["clock"], f"{r['project']:.0f}", f"{r['yardstick']:.0f}",
+          f"**{r['ratio']:.2f}** ({r['ratio_q1']:.2f}–{r['ratio_q3']:.2f})",
+          f"{r['startup_project']:.1f} / {r['startup_yardstick']:.1f}"] for r in rows],
+    )
 
 
 def probe_memory(policy: str, side: str, num_steps: int, batch_size: int, device: str, updates: int = 5) -> dict:
@@ -623,16 +587,12 @@ def probe_memory(policy: str, side: str, num_steps: int, batch_size: int, device
 
 
 def format_memory_table(rows) -> list[str]:
-    out = [
-        "| policy | K | batch | RSS after imports MiB | peak RSS MiB project | peak RSS MiB yardstick | step's own peak MiB project / yardstick |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        out.append(
-            f"| {r['policy']} | {r['K']} | {r['batch']} | {r['base']:.0f} | {r['project']:.0f} | {r['yardstick']:.0f} "
-            f"| {r['project'] - r['base_p']:.0f} / {r['yardstick'] - r['base_y']:.0f} |"
-        )
-    return out
+    return report.table(
+        ["policy", "K", "batch", "RSS after imports MiB", "peak RSS MiB project", "peak RSS MiB yardstick",
+         "step's own peak MiB project / yardstick"],
+        [[r["policy"], r["K"], r["batch"], f"{r['base']:.0f}", f"{r['project']:.0f}", f"{r['yardstick']:.0f}",
+          f"{r['project'] - r['base_p']:.0f} / {r['yardstick'] - r['base_y']:.0f}"] for r in rows],
+    )
 
 
 def parse_args(argv=None):
@@ -694,7 +654,7 @@ def main(argv=None):
     multi = policies if args.multi_worker_policies == "all" else args.multi_worker_policies.split(",")
     t_start = time.perf_counter()
     header = machine_description(args)
-    command = "python " + " ".join([os.path.relpath(__file__)] + (sys.argv[1:] if argv is None else list(argv)))
+    command = report.command_line(__file__, argv)
 
     update_rows = []
     if args.update:
@@ -731,13 +691,12 @@ def main(argv=None):
             print(format_collect_table([row])[-1], flush=True)
     wall = time.perf_counter() - t_start
 
-    lines = ["# SAC Flow throughput: the recipe's step vs a hand-written PyTorch yardstick", ""]
-    lines += [f"Command: `{command}` (wall time {wall / 60:.1f} min, after `pip install -e .`)", ""]
-    lines += header + [""]
+    lines = report.section("SAC Flow throughput: the recipe's step vs a hand-written PyTorch yardstick",
+                           f"Command: `{command}` (wall time {wall / 60:.1f} min, after `pip install -e .`)",
+                           header, level=1)
     if update_rows:
-        lines += [
-            "## Training step (updates/s; one update = critic step + soft target update + actor step + α step)",
-            "",
+        lines += report.section(
+            "Training step (updates/s; one update = critic step + soft target update + actor step + α step)",
             f"Project = the recipe's own step, built from `recipes/config` (policy group, `critic=sac`, `optim`) "
             f"with `make_policy` → `make_loss` → `make_optimizers` → `SACUpdate`, exactly as "
             f"`recipes/train_mujoco.py` does (twin 256×256 critics, τ = 0.005); yardstick = "
@@ -750,19 +709,14 @@ def main(argv=None):
             f"(> 1: the project is faster), interquartile range in brackets. `compile` = `torch.compile` of "
             f"the loss computations on both sides with the same options (`SACUpdate(compile=True)` and "
             f"`training.update.compile_options`). 'ready s' = build + warm-up (incl. compilation).",
-            "",
-        ]
-        lines += format_update_table(update_rows) + [""]
+            format_update_table(update_rows),
+        )
     if memory_rows:
-        lines += [
-            "## Peak memory (eager, RSS high-water mark of a fresh process: imports, build, 5 updates)",
-            "",
-        ]
-        lines += format_memory_table(memory_rows) + [""]
+        lines += report.section("Peak memory (eager, RSS high-water mark of a fresh process: imports, build, 5 updates)",
+                                format_memory_table(memory_rows))
     if collect_rows:
-        lines += [
-            f"## Collection ({ENV_ID}, policy in the loop, exploration noise on)",
-            "",
+        lines += report.section(
+            f"Collection ({ENV_ID}, policy in the loop, exploration noise on)",
             f"TorchRL `Collector` (1 worker, in-process) / `MultiSyncCollector` (n single-threaded worker "
             f"processes) built by `torchrl_sacflow.training.make_collector` with the recipe's env "
             f"(`make_env`: `DirectGymEnv` + `StepCounter`, `DoubleToFloat`, `RewardSum`; trajectory ids "
@@ -779,28 +733,19 @@ def main(argv=None):
             f"(`make_collector(compile_policy=True)`, i.e. `collector.compile_policy=true` in the recipe) "
             f"against the plain loop with `torch.compile(actor.sample)`, same options "
             f"(`training.update.compile_options`); startup includes the compilation.",
-            "",
-        ]
-        lines += format_collect_table(collect_rows) + [""]
+            format_collect_table(collect_rows),
+        )
     if not args.device.startswith("cuda"):
-        lines += [
-            "## Accelerator path",
-            "",
+        lines += report.section(
+            "Accelerator path",
             "`--device cuda` builds both steps on the GPU, samples batches from a replay buffer stored on the "
             "device, compiles the loss computations (`compile_options('default')`), makes every Adam "
             "`capturable` and captures each whole update with tensordict's `CudaGraphModule` (as "
             "pytorch/rl's sota SAC does). No GPU was available for this run, so that path is not measured "
             "here.",
-            "",
-        ]
-    text = "\n".join(lines)
-    print()
-    print(text)
+        )
     out = Path(args.out) if args.out else HERE / "results" / f"throughput_{args.device.split(':')[0]}.md"
-    if not args.quick or args.out:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text)
-        print(f"written to {out}")
+    report.write_report(lines, out if not args.quick or args.out else None)
     return 0
 
 

@@ -33,6 +33,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+import report  # noqa: E402
+
 RESULTS = REPO / "benchmarks" / "results" / "vs_reference.md"
 SCRIPT = Path("from_scratch_code") / "SAC_flow_transformer_jax.py"
 RUNS_DIR = REPO / "outputs" / "vs_reference"
@@ -104,13 +107,7 @@ def run_ours(args: argparse.Namespace, run_dir: Path) -> dict:
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    return f"{cpu}, {len(os.sched_getaffinity(0))} cores"
+    return f"{report.cpu_model(platform.machine())}, {report.cores()} cores"
 
 
 def main(argv: list[str] | None = None) -> None:

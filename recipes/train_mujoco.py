@@ -29,7 +29,6 @@ from torchrl_sacflow.training import (
     SACUpdate,
     action_dim,
     check_group_choices,
-    check_resume,
     config_fingerprint,
     env_maker,
     episode_metrics,
@@ -47,6 +46,7 @@ from torchrl_sacflow.training import (
     make_policy,
     make_replay_buffer,
     observation_dim,
+    open_run_dir,
     resolve_device,
     round_up_frames,
     save_checkpoint,
@@ -67,12 +67,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     validate_train_config(c)
     col, opt, ev, lg = c["collector"], c["optim"], c["eval"], c["logger"]
     fingerprint = config_fingerprint(c)
-    if c["resume"]:
-        check_resume(c["resume"], fingerprint, c)
-        run_dir = c["resume"]
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(OmegaConf.create(c), run_dir / "config.yaml")
+    run_dir, _ = open_run_dir(c, run_dir, fingerprint)  # c["resume"] if set, its checkpoint checked
     threads = set_learner_threads(c["threads"], col["num_workers"])
     device = resolve_device(c["device"])
     seed_everything(c["seed"])

@@ -36,7 +36,6 @@ from torchrl_sacflow.training import (
     ConfigError,
     SACUpdate,
     check_group_choices,
-    check_resume,
     config_fingerprint,
     exit_on_config_error,
     load_checkpoint,
@@ -46,6 +45,7 @@ from torchrl_sacflow.training import (
     make_logger,
     make_optimizers,
     make_policy,
+    open_run_dir,
     resolve_device,
     round_up_frames,
     save_checkpoint,
@@ -79,12 +79,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     # What a checkpoint must agree on: the data/env (incl. h, γ) and every network-shaping setting
     c.update(task=data.task, max_episode_steps=data.max_episode_steps, env=data.identity)
     fingerprint = config_fingerprint(c)
-    if c["resume"]:
-        resume_meta = check_resume(c["resume"], fingerprint)
-        run_dir = c["resume"]
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(OmegaConf.create(c), run_dir / "config.yaml")
+    run_dir, resume_meta = open_run_dir(c, run_dir, fingerprint)  # c["resume"] if set, its checkpoint checked
     col = c["collector"]
     threads = set_learner_threads(c["threads"], col["num_workers"])
     device = resolve_device(c["device"])

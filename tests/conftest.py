@@ -1,8 +1,13 @@
 """Test-session settings: one torch thread (2-core CI machines), quiet TorchRL warnings, and
 ``--fast-paths off`` to run a suite with every speed path of ``torchrl_sacflow._fast`` switched off."""
 import os
+import sys
+from pathlib import Path
 
 os.environ.setdefault("RL_WARNINGS", "False")
+# test modules import their shared helpers by name (``_robomimic_fixtures``, ``test_train_mujoco``),
+# whatever pytest's --import-mode
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

@@ -15,6 +15,8 @@ from torchrl_sacflow.modules.critics import make_crossq_qvalue, make_qvalue
 from torchrl_sacflow.objectives.crossq_flow import CrossQFlowLoss
 from torchrl_sacflow.training import flow_diagnostics
 
+from _batches import random_transitions
+
 OBS, ACT, K = 5, 3, 4
 SPEC = Bounded(-2.0, 2.0, shape=(ACT,))
 RELEASED = dict(d_model=16, obs_hidden=8, norm_layout="post_batchrenorm", time_embedding="mlp",
@@ -29,12 +31,7 @@ def _released_actor(**kwargs):
 
 
 def _batch(n=64):
-    return TensorDict({
-        "observation": torch.randn(n, OBS),
-        "action": SPEC.rand((n,)),
-        "next": {"observation": torch.randn(n, OBS), "reward": torch.randn(n, 1),
-                 "done": torch.zeros(n, 1, dtype=torch.bool), "terminated": torch.zeros(n, 1, dtype=torch.bool)},
-    }, batch_size=[n])
+    return random_transitions(n, OBS, SPEC)
 
 
 class _ZeroVelocity(nn.Module):

@@ -14,6 +14,8 @@ from torchrl_sacflow.modules.critics import make_crossq_qvalue
 from torchrl_sacflow.modules.flow_actor import StateLogStd, make_flow_actor
 from torchrl_sacflow.objectives.crossq_flow import CrossQFlowLoss
 
+from _batches import random_transitions
+
 N_OBS, N_ACT, BATCH, K = 5, 2, 16, 3
 KINDS = ("transformer", "gru", "mlp", "gaussian")
 _VELOCITY_KWARGS = {
@@ -69,19 +71,7 @@ def _loss(kind: str, *, action_key="action", warmup_steps=100, **kwargs) -> Cros
 
 
 def _data(batch: int = BATCH, action_key="action", next_shift: float = 0.0) -> TensorDict:
-    return TensorDict(
-        {
-            "observation": torch.randn(batch, N_OBS),
-            action_key: _spec().rand((batch,)),
-            "next": {
-                "observation": torch.randn(batch, N_OBS) + next_shift,
-                "reward": torch.randn(batch, 1),
-                "done": torch.zeros(batch, 1, dtype=torch.bool),
-                "terminated": torch.zeros(batch, 1, dtype=torch.bool),
-            },
-        },
-        batch_size=[batch],
-    )
+    return random_transitions(batch, N_OBS, _spec(), action_key=action_key, next_shift=next_shift)
 
 
 def _brn_state(loss: CrossQFlowLoss) -> dict:

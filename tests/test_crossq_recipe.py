@@ -6,7 +6,6 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
-from tensordict import TensorDict
 
 from recipes.train_mujoco import CONFIG_DIR, train
 from torchrl_sacflow.training import (
@@ -22,6 +21,9 @@ from torchrl_sacflow.training import (
     read_checkpoint_metadata,
     read_csv_scalar,
 )
+
+from _batches import random_transitions
+from test_train_mujoco import TINY  # the smallest networks of each policy
 
 COMMON = [
     "env=pendulum",
@@ -42,12 +44,6 @@ COMMON = [
     "logger.plot=false",
     "threads=1",
 ]
-TINY = {
-    "flow_t": ["policy.velocity_kwargs.d_model=16", "policy.log_std_kwargs.hidden_sizes=[16]"],
-    "flow_g": ["policy.velocity_kwargs.hidden_sizes=[16]", "policy.log_std_kwargs.hidden_sizes=[16]"],
-    "flow_mlp": ["policy.velocity_kwargs.hidden_sizes=[16]", "policy.log_std_kwargs.hidden_sizes=[16]"],
-    "gaussian": ["policy.num_cells=[16]"],
-}
 
 
 def _compose(*overrides):
@@ -169,23 +165,6 @@ def test_resume_restores_batchrenorm_statistics(tmp_path):
     assert tracked and all(int(t.flatten()[0]) == 90 for t in tracked)
 
 
-def _random_batch(obs_dim: int, act_dim: int, n: int = 32) -> TensorDict:
-    g = torch.Generator().manual_seed(0)
-    return TensorDict(
-        {
-            "observation": torch.randn(n, obs_dim, generator=g),
-            "action": torch.rand(n, act_dim, generator=g) * 4 - 2,
-            "next": {
-                "observation": torch.randn(n, obs_dim, generator=g),
-                "reward": torch.randn(n, 1, generator=g),
-                "done": torch.zeros(n, 1, dtype=torch.bool),
-                "terminated": torch.zeros(n, 1, dtype=torch.bool),
-            },
-        },
-        batch_size=[n],
-    )
-
-
 @pytest.mark.parametrize("policy", ["flow_t", "gaussian"])
 def test_policy_delay_three_updates_actor_every_third_step(policy):
     torch.manual_seed(0)
@@ -200,7 +179,7 @@ def test_policy_delay_three_updates_actor_every_third_step(policy):
     actor_optim, critic_optim, alpha_optim = make_optimizers(loss)
     update = SACUpdate(loss, actor_optim=actor_optim, critic_optim=critic_optim, alpha_optim=alpha_optim,
                        policy_delay=bundle.policy_delay)
-    batch = _random_batch(obs_dim, act_dim)
+    batch = random_transitions(32, obs_dim, env.action_spec, seed=0)
 
     def actor_params():
         return [p.detach().clone() for p in loss.actor_network_params.flatten_keys().values()]

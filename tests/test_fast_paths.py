@@ -15,17 +15,15 @@ from torchrl_sacflow.modules import FusedTanhNormal
 from torchrl_sacflow.objectives import FusedSoftUpdate
 from torchrl_sacflow.training import DirectGymEnv, make_gaussian_actor
 
+from _batches import random_transitions
+
 OBS, ACT = 4, 2
 SPEC = Bounded(-1.0, 1.0, shape=(ACT,))
 pytestmark = pytest.mark.usefixtures("fast_paths_on")
 
 
 def _batch(n=16):
-    return TensorDict({
-        "observation": torch.randn(n, OBS), "action": SPEC.rand((n,)),
-        "next": {"observation": torch.randn(n, OBS), "reward": torch.randn(n, 1),
-                 "done": torch.zeros(n, 1, dtype=torch.bool), "terminated": torch.zeros(n, 1, dtype=torch.bool)},
-    }, batch_size=[n])
+    return random_transitions(n, OBS, SPEC)
 
 
 def test_switch_and_context_manager():

@@ -8,9 +8,7 @@ resume), and two on one Ray for the weight checks.
 """
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -32,7 +30,7 @@ from torchrl_sacflow.training import (
 )
 from torchrl_sacflow.training.config import check_collector_backend
 
-from test_train_mujoco import COMMON, REPO, TINY, _cfg, _cli
+from test_train_mujoco import COMMON, TINY, _cfg, _signal_once_updating
 
 RAY = ["collector.backend=ray", "collector.num_workers=2"]
 PENDULUM_BOUND = 2.0  # Pendulum-v1 torques lie in [-2, 2]
@@ -70,19 +68,7 @@ def test_recipe_on_ray_stops_cleanly_on_ctrl_c_and_resumes_to_the_same_frame_cou
     run_dir = tmp_path / "run"
     args = [*COMMON, "policy=flow_t", *TINY["flow_t"], *RAY, "collector.total_frames=100000",
             "checkpoint.interval=0", "eval.interval=0", f"hydra.run.dir={run_dir}"]
-    proc = subprocess.Popen(_cli(*args), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
-    try:
-        deadline = time.time() + 150
-        while not (run_dir / "logs" / "scalars" / "train" / "loss_qvalue.csv").exists():
-            assert proc.poll() is None, proc.stdout.read()
-            assert time.time() < deadline, "the run never started updating"
-            time.sleep(0.2)
-        os.killpg(proc.pid, signal.SIGINT)
-        output, _ = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+    proc, output, _ = _signal_once_updating(args, run_dir, signal.SIGINT, process_group=True, start_timeout=150)
     assert proc.returncode == 130, output
     assert "interrupted:" in output and "Traceback" not in output
     _assert_no_new_ray_process(before)

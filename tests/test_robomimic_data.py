@@ -8,24 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-try:
-    from _robomimic_fixtures import (
-        SYNTH_ACTION_DIM,
-        SYNTH_OBS_DIMS,
-        concat_obs,
-        legacy_lift_file,  # noqa: F401 (fixture)
-        lift_file,  # noqa: F401 (fixture)
-        write_synthetic_file,
-    )
-except ImportError:  # tests/ imported as a package
-    from tests._robomimic_fixtures import (
-        SYNTH_ACTION_DIM,
-        SYNTH_OBS_DIMS,
-        concat_obs,
-        legacy_lift_file,  # noqa: F401 (fixture)
-        lift_file,  # noqa: F401 (fixture)
-        write_synthetic_file,
-    )
+from _robomimic_fixtures import (
+    SYNTH_ACTION_DIM,
+    SYNTH_OBS_DIMS,
+    concat_obs,
+    legacy_lift_file,  # noqa: F401 (fixture)
+    lift_file,  # noqa: F401 (fixture)
+    write_synthetic_file,
+)
 
 from torchrl_sacflow.robomimic import (
     DEFAULT_OBS_KEYS,

@@ -12,22 +12,13 @@ import pytest
 import torch
 from tensordict import TensorDict
 
-try:
-    from _robomimic_fixtures import (
-        LEGACY_SEED,
-        LIFT_SEED,
-        concat_obs,
-        legacy_lift_file,  # noqa: F401 (fixture)
-        lift_file,  # noqa: F401 (fixture)
-    )
-except ImportError:  # tests/ imported as a package
-    from tests._robomimic_fixtures import (
-        LEGACY_SEED,
-        LIFT_SEED,
-        concat_obs,
-        legacy_lift_file,  # noqa: F401 (fixture)
-        lift_file,  # noqa: F401 (fixture)
-    )
+from _robomimic_fixtures import (
+    LEGACY_SEED,
+    LIFT_SEED,
+    concat_obs,
+    legacy_lift_file,  # noqa: F401 (fixture)
+    lift_file,  # noqa: F401 (fixture)
+)
 
 from torchrl_sacflow.robomimic import (
     DEFAULT_OBS_KEYS,

@@ -14,6 +14,8 @@ from tensordict.nn import TensorDictModule
 
 from torchrl_sacflow import FlowMatchingLoss, SACFlowLoss, get_flow_rollout, make_flow_actor, make_qvalue
 
+from _batches import random_transitions
+
 N_OBS, N_ACT, BATCH = 4, 2, 16
 VELOCITIES = ["transformer", "gru", "mlp"]
 
@@ -23,20 +25,7 @@ def _spec():
 
 
 def _data(batch=BATCH, seed=0, action_key="action", obs_key="observation"):
-    g = torch.Generator().manual_seed(seed)
-    return TensorDict(
-        {
-            obs_key: torch.randn(batch, N_OBS, generator=g),
-            action_key: torch.rand(batch, N_ACT, generator=g) * 2 - 1,
-            "next": {
-                obs_key: torch.randn(batch, N_OBS, generator=g),
-                "reward": torch.randn(batch, 1, generator=g),
-                "done": torch.zeros(batch, 1, dtype=torch.bool),
-                "terminated": torch.zeros(batch, 1, dtype=torch.bool),
-            },
-        },
-        batch_size=[batch],
-    )
+    return random_transitions(batch, N_OBS, _spec(), seed=seed, action_key=action_key, obs_key=obs_key)
 
 
 def _loss(velocity="transformer", **kwargs):

@@ -1,5 +1,6 @@
 """End-to-end smoke runs of ``recipes.train_mujoco``: every policy, several workers, resume,
 SIGINT, and the one-line errors for bad input."""
+import functools
 import json
 import os
 import signal
@@ -139,23 +140,27 @@ def test_resume_from_another_config_is_refused(tmp_path):
         train(_cfg("flow_t", "policy.velocity_kwargs.d_model=32", f"resume={tmp_path}"), "x")
 
 
-def _signal_once_updating(args, run_dir, signum):
+def _signal_once_updating(args, run_dir, signum, *, process_group=False, start_timeout=120):
     """Run the recipe CLI, send ``signum`` once its first round of updates is logged; return
-    ``(process, output, seconds from the signal to the exit)``."""
-    proc = subprocess.Popen(_cli(*args), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    ``(process, output, seconds from the signal to the exit)``. ``process_group``: the CLI in a
+    session of its own and the signal sent to its whole process group, as a terminal's Ctrl-C is
+    (the collector's worker processes get it too)."""
+    proc = subprocess.Popen(_cli(*args), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=process_group)
+    send = functools.partial(os.killpg, proc.pid) if process_group else proc.send_signal
     try:
-        deadline = time.time() + 120
+        deadline = time.time() + start_timeout
         while not (run_dir / "logs" / "scalars" / "train" / "loss_qvalue.csv").exists():
             assert proc.poll() is None, proc.stdout.read()
             assert time.time() < deadline, "the run never started updating"
             time.sleep(0.2)
         sent = time.time()
-        proc.send_signal(signum)
+        send(signum)
         output, _ = proc.communicate(timeout=120)
         return proc, output, time.time() - sent
     finally:
         if proc.poll() is None:
-            proc.kill()
+            send(signal.SIGKILL)
 
 
 def test_sigint_saves_checkpoint_and_resume_finishes(tmp_path):

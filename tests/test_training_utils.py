@@ -5,7 +5,6 @@ import signal
 
 import pytest
 import torch
-from tensordict import TensorDict
 from torchrl.data import Bounded
 
 from torchrl_sacflow.training import (
@@ -30,6 +29,8 @@ from torchrl_sacflow.training.loggers import csv_scalar_dir
 from torchrl_sacflow.training.signals import StopOnSignal
 from torchrl_sacflow.training.threads import available_cores, resolve_device, seed_everything
 
+from _batches import random_transitions
+
 N_OBS, N_ACT = 3, 2
 SPEC = Bounded(-2.0, 2.0, shape=(N_ACT,))
 POLICIES = {
@@ -45,20 +46,7 @@ CRITIC = {"name": "sac", "num_cells": [16, 16], "tau": 0.005, "policy_delay": 1}
 
 
 def _batch(n=32, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return TensorDict(
-        {
-            "observation": torch.randn(n, N_OBS, generator=g),
-            "action": torch.rand(n, N_ACT, generator=g) * 4 - 2,
-            "next": {
-                "observation": torch.randn(n, N_OBS, generator=g),
-                "reward": torch.randn(n, 1, generator=g),
-                "done": torch.zeros(n, 1, dtype=torch.bool),
-                "terminated": torch.zeros(n, 1, dtype=torch.bool),
-            },
-        },
-        batch_size=[n],
-    )
+    return random_transitions(n, N_OBS, SPEC, seed=seed)
 
 
 def _build(policy="flow_t", policy_delay=1, seed=0):

@@ -116,6 +116,14 @@ def plot_runs(
     ax.grid(alpha=0.3)
     if ax.lines:
         ax.legend(fontsize=8)
+    return _save_figure(fig, out)
+
+
+def _save_figure(fig, out: str | Path) -> Path:
+    """Write ``fig`` to ``out`` (its folder made if missing) and close it, so that plotting many
+    runs in one process does not keep every figure alive; returns the path."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -179,12 +187,7 @@ def plot_grad_norms(run_dirs: Sequence[str | os.PathLike], *, out: str | os.Path
     if table:
         ax.set_xticks(np.arange(max(len(row["mean"]) for row in table.values())))
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return _save_figure(fig, out)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -10,6 +10,7 @@
 
 ``ogbench`` (and ``dm_control``) are imported only when an env is built. See docs/ogbench_data.md.
 """
+from torchrl_sacflow._lazy import lazy_attributes
 from torchrl_sacflow.ogbench.dataset import (
     describe_ogbench_dataset,
     load_ogbench_dataset,
@@ -26,18 +27,8 @@ from torchrl_sacflow.ogbench.tasks import (
     task_goals,
 )
 
-_LAZY = {"generate_ogbench_dataset", "val_path"}
-
-
-def __getattr__(name: str):
-    # imported on demand so ``python -m torchrl_sacflow.ogbench.generate`` does not find its own
-    # module already imported by this package
-    if name in _LAZY:
-        from torchrl_sacflow.ogbench import generate
-
-        return getattr(generate, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
+# the ``python -m`` module's functions, imported on first use (see torchrl_sacflow._lazy)
+__getattr__ = lazy_attributes(__name__, "generate", ["generate_ogbench_dataset", "val_path"])
 
 __all__ = [
     "CUBE_TASKS",

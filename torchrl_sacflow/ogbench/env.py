@@ -138,24 +138,23 @@ class OGBenchEnv(ChunkedSuccessEnv):
                 f"max_episode_steps={self.max_episode_steps}, device={self.device})")
 
 
-def make_ogbench_env(
-    task: str = "cube-double",
-    *,
-    task_id: int | None = None,
-    action_chunk: int = 1,
-    gamma: float = 0.99,
-    max_episode_steps: int | None = None,
-    seed: int | None = None,
-    device: torch.device | str = "cpu",
-) -> OGBenchEnv:
+def make_ogbench_env(task: str = "cube-double", **kwargs) -> OGBenchEnv:
     """Builds the online TorchRL env matching an OGBench dataset of ``task`` loaded with the same ``task_id``, ``h``, ``gamma``.
 
     A module-level function so ``functools.partial(make_ogbench_env, "cube-double", action_chunk=5)``
-    can be passed as ``create_env_fn`` to (multi-process) collectors. See :class:`OGBenchEnv`.
+    can be passed as ``create_env_fn`` to (multi-process) collectors.
+
+    Args:
+        task (str): a cube environment. Defaults to ``"cube-double"``.
+
+    Keyword Args:
+        task_id, action_chunk, gamma, max_episode_steps, seed, device: see :class:`OGBenchEnv`.
+
+    Raises:
+        ConfigError: as :class:`OGBenchEnv` does.
 
     Examples:
         >>> env = make_ogbench_env("cube-double", task_id=2, action_chunk=5)
         >>> td = env.rollout(10)
     """
-    return OGBenchEnv(task, task_id=task_id, action_chunk=action_chunk, gamma=gamma,
-                      max_episode_steps=max_episode_steps, seed=seed, device=device)
+    return OGBenchEnv(task, **kwargs)

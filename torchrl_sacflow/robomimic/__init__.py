@@ -11,6 +11,7 @@
 
 robosuite is imported lazily, so the data side works without it.
 """
+from torchrl_sacflow._lazy import lazy_attributes
 from torchrl_sacflow.robomimic.dataset import (
     DEFAULT_OBS_KEYS,
     list_demos,
@@ -30,18 +31,10 @@ from torchrl_sacflow.robomimic.env import (
     to_composite_controller_config,
 )
 
-_LAZY = {"generate_scripted_demos", "ScriptedLiftPolicy", "lift_env_args"}
-
-
-def __getattr__(name: str):
-    # imported on demand so ``python -m torchrl_sacflow.robomimic.scripted_demos``
-    # does not find its own module half-imported by this package
-    if name in _LAZY:
-        from torchrl_sacflow.robomimic import scripted_demos
-
-        return getattr(scripted_demos, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
+# the ``python -m`` module's functions, imported on first use (see torchrl_sacflow._lazy)
+__getattr__ = lazy_attributes(
+    __name__, "scripted_demos", ["generate_scripted_demos", "ScriptedLiftPolicy", "lift_env_args"]
+)
 
 __all__ = [
     "DEFAULT_OBS_KEYS",

@@ -292,6 +292,11 @@ class RobomimicEnv(ChunkedSuccessEnv):
             cube, 2.0-2.2 cm half-side) keep the size drawn at construction
             for the whole life of the env, so use several seeded envs (or
             ``hard_reset=True``) to see the size variation of the recordings.
+
+    Raises:
+        ValueError: a bad ``action_chunk`` or ``max_episode_steps``.
+        RobomimicEnvError: ``env_args`` that are not a robosuite environment (unknown env,
+            robot or controller), or an ``obs_keys`` entry the env does not produce.
     """
 
     def __init__(
@@ -454,17 +459,7 @@ class RobomimicEnv(ChunkedSuccessEnv):
         )
 
 
-def make_robomimic_env(
-    env_args: dict[str, Any] | str | os.PathLike,
-    *,
-    obs_keys: Sequence[str] = DEFAULT_OBS_KEYS,
-    max_episode_steps: int = 500,
-    action_chunk: int = 1,
-    gamma: float = 0.99,
-    seed: int | None = None,
-    device: torch.device | str = "cpu",
-    hard_reset: bool = False,
-) -> RobomimicEnv:
+def make_robomimic_env(env_args: dict[str, Any] | str | os.PathLike, **kwargs) -> RobomimicEnv:
     """Builds the online TorchRL environment matching a Robomimic dataset.
 
     A module-level function so ``functools.partial(make_robomimic_env, path,
@@ -478,17 +473,11 @@ def make_robomimic_env(
         obs_keys, max_episode_steps, action_chunk, gamma, seed, device,
         hard_reset: see :class:`RobomimicEnv`.
 
+    Raises:
+        ValueError, RobomimicEnvError: as :class:`RobomimicEnv` does.
+
     Examples:
         >>> env = make_robomimic_env("lift.hdf5", action_chunk=4)
         >>> td = env.rollout(10)
     """
-    return RobomimicEnv(
-        env_args,
-        obs_keys=obs_keys,
-        max_episode_steps=max_episode_steps,
-        action_chunk=action_chunk,
-        gamma=gamma,
-        seed=seed,
-        device=device,
-        hard_reset=hard_reset,
-    )
+    return RobomimicEnv(env_args, **kwargs)

@@ -17,6 +17,7 @@ from torchrl_sacflow.training.config import (
     check_group_choices,
     check_resume,
     config_fingerprint,
+    open_run_dir,
     validate_train_config,
 )
 from torchrl_sacflow.training.diagnostics import flow_diagnostics
@@ -98,6 +99,7 @@ __all__ = [
     "config_fingerprint",
     "check_group_choices",
     "check_resume",
+    "open_run_dir",
     "validate_train_config",
 ]
 from torchrl_sacflow.training import crossq as _crossq  # noqa: E402,F401  registers critic=crossq

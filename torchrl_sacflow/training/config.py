@@ -1,4 +1,5 @@
-"""Checks of a training config before anything is built, and the fingerprint resume compares.
+"""Checks of a training config before anything is built, the fingerprint resume compares, and
+the run folder a recipe opens (the resumed one, once checked).
 
 Everything here raises :class:`~torchrl_sacflow.training.ConfigError` with a one-line message;
 the recipe turns it into ``error: ...`` on stderr and exit code 2.
@@ -28,6 +29,7 @@ __all__ = [
     "config_fingerprint",
     "check_group_choices",
     "check_resume",
+    "open_run_dir",
     "validate_train_config",
 ]
 
@@ -104,6 +106,32 @@ def check_resume(
             f"config{hint}; repeat the original run's overrides"
         )
     return metadata
+
+
+def open_run_dir(
+    cfg: Mapping[str, Any], run_dir: str | os.PathLike, fingerprint: str
+) -> tuple[Path, dict[str, Any] | None]:
+    """The folder a run writes into, created, with the resolved ``cfg`` saved as ``config.yaml``.
+
+    With ``cfg["resume"]`` set it is that folder (``run_dir`` is ignored), once :func:`check_resume`
+    found in it a checkpoint of the same ``fingerprint``; otherwise ``run_dir``.
+
+    Returns:
+        ``(folder, metadata)``: ``metadata`` is the resumed checkpoint's, ``None`` for a new run.
+
+    Raises:
+        ConfigError: as :func:`check_resume` (no such folder, no checkpoint, another config).
+    """
+    from omegaconf import OmegaConf
+
+    metadata = None
+    if cfg.get("resume"):
+        metadata = check_resume(cfg["resume"], fingerprint, cfg)
+        run_dir = cfg["resume"]
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(OmegaConf.create(dict(cfg)), run_dir / "config.yaml")
+    return run_dir, metadata
 
 
 def _positive_int(value: Any, name: str, *, minimum: int = 1) -> None:
