@@ -76,17 +76,6 @@ def _clone(kind: str, steps: int = 300, seed: int = 0):
     return actor
 
 
-def test_flow_matching_keeps_both_peaks():
-    left, right = _fractions(_clone("flow"))
-    assert left > 0.3 and right > 0.3 and left + right > 0.75, (left, right)
-
-
-@pytest.mark.parametrize("kind", ["gaussian", "blind"])
-def test_gaussian_and_a_flow_blind_to_its_action_put_much_mass_between_the_peaks(kind):
-    left, right = _fractions(_clone(kind))
-    assert left + right < 0.65, (left, right)
-
-
 def _sac(actor, steps: int = 500, batch: int = 256) -> list[float]:
     """``steps`` SAC actor steps (α = 0.01 fixed; flows: σ fixed) against the exact Q = r(a)."""
     critic = TensorDictModule(BanditActionValue(BANDIT), ["observation", "action"], ["state_action_value"])
@@ -102,14 +91,13 @@ def _sac(actor, steps: int = 500, batch: int = 256) -> list[float]:
     return _fractions(actor)
 
 
-def test_sac_after_flow_matching_keeps_both_peaks():
-    """Offline-to-online's order (flow matching, then SAC with σ fixed): measured 8/8 seeds keep both."""
-    left, right = _sac(_clone("flow"))
-    assert left > 0.3 and right > 0.3 and left + right > 0.9, (left, right)
-
-
-@pytest.mark.parametrize("kind", ["gaussian", "blind"])
-def test_sac_after_cloning_leaves_the_gaussian_and_a_blind_flow_off_one_peak(kind):
-    """The Gaussian either straddles the peaks (≈ 0.57 on them) or settles on one (6/8 seeds)."""
-    left, right = _sac(_clone(kind))
-    assert min(left, right) < 0.3 or left + right < 0.8, (left, right)
+@pytest.mark.parametrize("then_sac", [False, True], ids=["cloned", "cloned_then_sac"])
+@pytest.mark.parametrize("kind", ["flow", "gaussian", "blind"])
+def test_only_the_flow_keeps_both_peaks(kind, then_sac):
+    """Both peaks kept: more than 30 % of the samples on each and 75 % on the two. Measured (seed 0):
+    flow 0.40/0.42 cloned, 0.35/0.63 then SAC (8/8 seeds keep both); the Gaussian straddles the peaks
+    (0.28/0.30) and after SAC straddles them or settles on one (6/8 seeds); the blind flow ≈ 0.04/0.04."""
+    actor = _clone(kind)
+    left, right = _sac(actor) if then_sac else _fractions(actor)
+    keeps_both = min(left, right) > 0.3 and left + right > 0.75
+    assert keeps_both == (kind == "flow"), (left, right)
