@@ -212,7 +212,9 @@ def _figure(results: dict) -> None:
 # probe: the policy class and the objective apart, on Bandit2, with the library's own pieces
 # ---------------------------------------------------------------------------------------------
 PROBE_POLICIES = ["flow_t", "flow_g", "flow_mlp", "flow_mlp_blind", "gaussian"]
-KEPT_SHARE = 0.25  # a seed "keeps both peaks" when each holds at least this share of the samples (issue 15)
+# a seed "keeps both peaks" when each holds at least KEPT_SHARE of the samples and the two together
+# at least KEPT_TOTAL (so straddling them, with the mass in the valley, does not count; issue 15)
+KEPT_SHARE, KEPT_TOTAL = 0.25, 0.75
 
 
 def _probe_actor(policy: str):
@@ -332,13 +334,14 @@ def probe(args: argparse.Namespace) -> None:
         "flow matching; Gaussian: maximum likelihood). *then SAC*: 500 SAC actor steps from there, with the "
         "exact Q = r(a) as critic and α = 0.01 fixed (flows: σ = 0.10 fixed). *SAC from scratch*: the same 500 "
         "steps from a fresh policy. `flow_mlp_blind`: the naive flow with a velocity that never sees A_i. "
-        f"Cells: how many seeds keep both peaks (≥ {KEPT_SHARE:.0%} of the samples on each), then the shares "
-        "of the first three seeds.", "",
+        f"Cells: how many seeds keep both peaks (≥ {KEPT_SHARE:.0%} of the samples on each and ≥ "
+        f"{KEPT_TOTAL:.0%} on the two), then the shares of the first three seeds (all seeds: "
+        "`multimodality_probe.json`).", "",
         "| policy | BC | BC, then SAC | SAC from scratch |", "|---|---|---|---|"]
 
     def cell(runs: list, key: str) -> str:
         fractions = [r[key]["fractions"] for r in runs]
-        kept = sum(min(f) >= KEPT_SHARE for f in fractions)
+        kept = sum(min(f) >= KEPT_SHARE and sum(f) >= KEPT_TOTAL for f in fractions)
         shown = " · ".join(f"{f[0]:.2f}/{f[1]:.2f}" for f in fractions[:3])
         return f"**{kept}/{len(runs)}** ({shown}{' …' if len(runs) > 3 else ''})"
 
@@ -348,6 +351,9 @@ def probe(args: argparse.Namespace) -> None:
               f"{args.seeds[0]}: 400 sampled actions per panel over the reward landscape)"]
     path = RESULTS.parent / "multimodality_probe.md"
     path.parent.mkdir(parents=True, exist_ok=True)
+    fractions = {p: {phase: [r[phase]["fractions"] for r in runs] for phase in ("bc", "bc_then_sac", "sac_from_scratch")}
+                 for p, runs in results.items()}
+    path.with_suffix(".json").write_text(json.dumps({"seeds": args.seeds, "fractions": fractions}, indent=1) + "\n")
     path.write_text("\n".join(lines) + "\n")
     _probe_figure({p: runs[0] for p, runs in results.items()}, path.with_suffix(".png"))
     print("\n".join(lines))
