@@ -51,6 +51,11 @@ BASE = [
 ]
 _PC = ["preset=paper_code"]
 _VK = "policy.velocity_kwargs"
+# `preset=paper` as it was before it took the released actor and α₀ 0.005: our Flow-T actor (d 64,
+# pre-LayerNorm, sinusoidal time, SiLU, σ(s) head), target entropy 0, α₀ 0.2
+_OLD_PAPER = ["preset=paper", "policy.sigma_head=state", f"{_VK}.d_model=64", *(f"~{_VK}.{k}" for k in (
+    "obs_hidden", "norm_layout", "time_embedding", "ffn_activation", "input_norm", "log_std_init")),
+    "policy.target_entropy=0.0", "optim.alpha_init=0.2"]
 # row -> (overrides, what it is). The released code (`paper_code`), then one difference at a time
 # switched to ours, then the paper's math as it is (`paper_today`) and the candidates for `paper`.
 ROWS: dict[str, tuple[list[str], str]] = {
@@ -66,10 +71,10 @@ ROWS: dict[str, tuple[list[str], str]] = {
     "pc+coarse_cadence": (_PC + ["collector.frames_per_batch=1000"],
                           "… with 1 000 updates after every 1 000 env steps (our default) instead of 10 after "
                           "every 10 (the released code: 1 after every step)"),
-    "paper_today": (["preset=paper", "collector.frames_per_batch=1000"],
+    "paper_today": ([*_OLD_PAPER, "collector.frames_per_batch=1000"],
                     "`preset=paper` before this work (exact density, target entropy 0, 1 000 updates per 1 000 "
                     "steps)"),
-    "paper_alpha_fine": (["preset=paper", "policy.target_entropy=auto_path", "optim.alpha_init=0.05"],
+    "paper_alpha_fine": ([*_OLD_PAPER, "policy.target_entropy=auto_path", "optim.alpha_init=0.05"],
                          "`preset=paper` (our Flow-T actor) with α₀ = 0.2/K, target entropy −(K+1)·d, 10 updates "
                          "per 10 env steps"),
     "paper_candidate": (
@@ -86,7 +91,8 @@ ROWS: dict[str, tuple[list[str], str]] = {
                "policy.target_entropy=auto_path", "optim.alpha_init=0.005"],
         "`paper_candidate` with α₀ = 0.005: the `−log σ` push (α per step and action entry) starts 10× "
         "smaller, and the target −(K+1)·d only lifts α again once σ falls below ≈ 0.1 (K = 4; "
-        "higher where the tanh saturates)"),
+        "higher where the tanh saturates). Now `preset=paper` (the same composed config)"),
+    "paper": (["preset=paper"], "`preset=paper` now: the configuration of `paper_alpha_small`"),
 }
 CHECKPOINTS = (8000, 10000, 13000, 25000)
 

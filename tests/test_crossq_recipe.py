@@ -93,10 +93,19 @@ def test_preset_paper_composes_paper_configuration():
     assert critic["policy_delay"] == 3 and critic["tau"] == 1.0
     assert critic["momentum"] == 0.01 and critic["warmup_steps"] == 100_000
     assert optim["actor_beta1"] == 0.5 and optim["critic_beta1"] == 0.5 and optim["alpha_beta1"] == 0.5
-    assert optim["batch_size"] == 512 and optim["gamma"] == 0.99 and optim["alpha_init"] == 0.2
+    assert optim["batch_size"] == 512 and optim["gamma"] == 0.99
     assert (optim["actor_lr"], optim["critic_lr"], optim["alpha_lr"]) == (3e-4, 1e-3, 1e-3)
-    assert cfg["collector"]["init_random_frames"] == 50_000
-    assert cfg["policy"]["target_entropy"] == 0.0
+    assert cfg["collector"]["init_random_frames"] == 50_000 and cfg["collector"]["frames_per_batch"] == 10
+    # with Flow-T (preset_policy/paper_flow_t.yaml): the paper's math in the released actor, and the
+    # temperature the exact density needs
+    policy = cfg["policy"]
+    assert (policy["log_prob"], policy["noise_scale"], policy["drift_correction"]) == ("path", "sqrt_dt", True)
+    assert policy["sigma_head"] == "velocity" and policy["velocity_kwargs"]["norm_layout"] == "post_batchrenorm"
+    assert policy["target_entropy"] == "auto_path" and optim["alpha_init"] == 0.005
+    # with another policy: only the critic and optimiser
+    cfg = OmegaConf.to_container(_compose("env=halfcheetah", "policy=flow_g", "preset=paper"), resolve=True)
+    assert cfg["critic"]["name"] == "crossq" and cfg["optim"]["alpha_init"] == 0.2
+    assert cfg["policy"]["target_entropy"] == 0.0 and cfg["policy"]["sigma_head"] == "state"
     # a later command-line override still wins over the preset
     cfg = _compose("env=halfcheetah", "preset=paper", "critic.num_cells=[256,256]", "optim.batch_size=256")
     assert list(cfg.critic.num_cells) == [256, 256] and cfg.optim.batch_size == 256
@@ -116,7 +125,7 @@ def test_presets_run_and_log_flow_diagnostics(preset, tmp_path):
         steps, values = read_csv_scalar(tmp_path, f"train/{metric}")
         assert steps and all(v == v for v in values), metric
     per_step = [read_csv_scalar(tmp_path, f"train/sigma_step_{i}")[0] for i in range(4)]
-    assert all(per_step) == (preset == "paper_code")  # σ per step only from the released actor's head
+    assert all(per_step)  # both presets: σ per step from the released actor's decoder head
     entropy = read_csv_scalar(tmp_path, "train/entropy")[1][-1]
     # the released noise-only log-prob is ~ +(K+1)·d·1.42 (entropy-like, positive) at start; the exact
     # path log-density with σ ≈ 0.22 gives a negative "entropy" on Pendulum (d = 1)
@@ -133,6 +142,7 @@ def test_preset_paper_code_composes_the_released_actor():
     assert vk["log_std_init"] == "lecun_normal"
     assert cfg["critic"]["name"] == "crossq" and cfg["critic"]["num_cells"] == [1024, 1024]
     assert cfg["optim"]["alpha_beta1"] == 0.5 and cfg["policy"]["target_entropy"] == 0.0
+    assert cfg["optim"]["alpha_init"] == 0.2
 
 
 def test_preset_choices_are_checked(tmp_path):
