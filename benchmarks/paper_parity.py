@@ -86,13 +86,10 @@ ROWS: dict[str, tuple[list[str], str]] = {
         _PC + ["+policy.velocity_kwargs.init=lecun_normal", "optim.alpha_objective=alpha"],
         "`paper_code` plus the two last differences a line-by-line reading found: flax's lecun-normal "
         "init (zero biases) in the actor and the α objective −α·(log π + H̄)"),
-    "paper_alpha_small": (
-        _PC + ["policy.log_prob=path", "policy.noise_scale=sqrt_dt", "policy.drift_correction=true",
-               "policy.target_entropy=auto_path", "optim.alpha_init=0.005"],
-        "`paper_candidate` with α₀ = 0.005: the `−log σ` push (α per step and action entry) starts 10× "
-        "smaller, and the target −(K+1)·d only lifts α again once σ falls below ≈ 0.1 (K = 4; "
-        "higher where the tanh saturates). Now `preset=paper` (the same composed config)"),
-    "paper": (["preset=paper"], "`preset=paper` now: the configuration of `paper_alpha_small`"),
+    "paper": (["preset=paper"],
+              "`preset=paper` now: `paper_candidate` with α₀ = 0.005 (found as the candidate `paper_alpha_small`, "
+              "renamed): the `−log σ` push (α per step and action entry) starts 10× smaller, and the target "
+              "−(K+1)·d only lifts α again once σ falls below ≈ 0.1 (K = 4; higher where the tanh saturates)"),
 }
 CHECKPOINTS = (8000, 10000, 13000, 25000)
 
