@@ -147,3 +147,50 @@ def test_fused_adam_follows_the_switch():
         actor_opt, critic_opt = optimizers()
         SACUpdate(loss, actor_optim=actor_opt, critic_optim=critic_opt)
     assert not actor_opt.param_groups[0]["fused"]
+
+
+@pytest.mark.parametrize("warmup_steps", [0, 2, 100])  # renorm from the start / switching mid-run / batch norm
+def test_crossq_critic_ensemble_equals_torchrls_vmapped_batch_renorm(warmup_steps):
+    from torchrl_sacflow.modules.critics import make_crossq_qvalue
+    from torchrl_sacflow.objectives.crossq_flow import CrossQFlowLoss
+
+    torch.manual_seed(0)
+    actor = make_flow_actor(SPEC, OBS)
+    qvalue = make_crossq_qvalue(OBS, ACT, num_cells=(16, 16), warmup_steps=warmup_steps)
+    fast = CrossQFlowLoss(actor, qvalue)
+    assert fast._ensemble is not None
+    with _fast.disabled():
+        slow = CrossQFlowLoss(copy.deepcopy(actor), copy.deepcopy(qvalue))
+    assert slow._ensemble is None
+    slow.load_state_dict(fast.state_dict())
+    for loss in (fast, slow):
+        loss.make_value_estimator(gamma=0.99)
+    critic_params = [[p for p in loss.qvalue_network_params.values(True, True) if p.requires_grad]
+                     for loss in (fast, slow)]
+    for step in range(4):
+        data = _batch(32)
+        results = []
+        for loss, params, on in ((fast, critic_params[0], True), (slow, critic_params[1], False)):
+            _fast.set_enabled(on)
+            torch.manual_seed(step)
+            loss_q, _ = loss.qvalue_loss(data)
+            grads = torch.autograd.grad(loss_q, params)
+            loss_pi, _ = loss.actor_loss(data)
+            results.append((loss_q, grads, loss_pi))
+            with torch.no_grad():  # a plain gradient step, so later batches see other critics
+                for p, g in zip(params, grads):
+                    p.sub_(0.05 * g)
+        _fast.set_enabled(True)
+        (q_fast, g_fast, pi_fast), (q_slow, g_slow, pi_slow) = results
+        torch.testing.assert_close(q_fast, q_slow, rtol=1e-4, atol=1e-5)
+        for a, b in zip(g_fast, g_slow):
+            torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5)
+        torch.testing.assert_close(pi_fast, pi_slow, rtol=1e-4, atol=1e-5)
+    # running statistics and step counters updated alike (in place, on the loss's own buffers)
+    for (key, a), (_, b) in zip(fast.qvalue_network_params.items(True, True),
+                                slow.qvalue_network_params.items(True, True)):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=f"{key} differs")
+    counter = fast.qvalue_network_params["module", "net", "0", "num_batches_tracked"]
+    assert counter.tolist() == [min(4, warmup_steps) if warmup_steps else 4] * 2
+    assert not torch.equal(fast.qvalue_network_params["module", "net", "3", "running_mean"],
+                           torch.zeros_like(fast.qvalue_network_params["module", "net", "3", "running_mean"]))
