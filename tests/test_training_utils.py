@@ -135,6 +135,23 @@ def test_bf16_autocast_runs_the_matmuls_in_bfloat16_and_keeps_float32_weights(po
         SACUpdate(bundle.loss_module, actor_optim=optims[0], critic_optim=optims[1], autocast="fp16")
 
 
+@pytest.mark.parametrize("capability, warns", [("AVX2", True), ("DEFAULT", True), ("AVX512", False)])
+def test_bf16_autocast_warns_on_cpus_without_native_bfloat16(monkeypatch, capability, warns):
+    """On an AVX2 CPU bfloat16 matmuls fall back to generic code (~1 GFLOP/s measured): say so."""
+    import warnings
+
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    _, bundle, optims, _ = _build("gaussian")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        SACUpdate(bundle.loss_module, actor_optim=optims[0], critic_optim=optims[1], autocast="bf16")
+        SACUpdate(bundle.loss_module, actor_optim=optims[0], critic_optim=optims[1], autocast=None)
+    messages = [str(w.message) for w in caught if "bfloat16 matmuls" in str(w.message)]
+    assert len(messages) == (1 if warns else 0)
+    assert not warns or capability in messages[0]
+
+
 def test_gaussian_policy_uses_auto_target_entropy():
     _, bundle, _, _ = _build("gaussian")
     assert bundle.loss_module.target_entropy.item() == pytest.approx(-N_ACT)

@@ -6,6 +6,7 @@ No ``.item()`` inside (metrics come back as detached 0-d tensors), no logging, n
 from __future__ import annotations
 
 import contextlib
+import warnings
 from typing import Any
 
 import torch
@@ -34,6 +35,15 @@ def compile_options(mode: str | None = None) -> dict[str, Any]:
     options = dict(list_mode_options(mode)) if mode not in (None, "default") else {}
     options["fallback_random"] = True
     return options
+
+def _slow_cpu_bf16() -> bool:
+    """Whether bfloat16 matmuls on this CPU fall back to slow generic code: PyTorch's CPU kernels run
+    bfloat16 GEMMs natively only from AVX-512 (with BF16 / AMX) up; on an AVX2 CPU they measured
+    ~1 GFLOP/s (issue 17). Only asked when CUDA is not available."""
+    if torch.cuda.is_available():
+        return False
+    return not torch.backends.cpu.get_cpu_capability().upper().startswith(("AVX512", "AMX"))
+
 
 #: ``SACUpdate(autocast=...)`` choices: the lower-precision dtype of the loss forwards.
 AUTOCAST_DTYPES = {None: None, "bf16": torch.bfloat16}
@@ -100,6 +110,12 @@ class SACUpdate:
         if autocast not in AUTOCAST_DTYPES:
             raise ValueError(f"autocast must be one of {sorted(map(str, AUTOCAST_DTYPES))}, got {autocast!r}")
         self.autocast = autocast
+        if autocast == "bf16" and _slow_cpu_bf16():
+            warnings.warn(
+                "SACUpdate(autocast='bf16') on a CPU without native bfloat16 matmuls (torch's CPU capability "
+                f"is {torch.backends.cpu.get_cpu_capability()}): bfloat16 matmuls run ~80x slower than float32 "
+                "there (0.9 vs 77 GFLOP/s on an AVX2 AMD EPYC, one thread); use it on CPUs with AVX512-BF16/AMX "
+                "or on a GPU", stacklevel=2)
         self.loss_module = loss_module
         self.actor_optim = actor_optim
         self.critic_optim = critic_optim
