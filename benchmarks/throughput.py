@@ -13,14 +13,21 @@ machine at the top. Rows:
   ``--pairs`` pairs). The ratio column is the median over pairs of project / yardstick speed, so
   drifts of the machine's load cancel out; with one learner thread the clock is the thread's CPU
   time, which other processes on a shared machine do not inflate (``--clock``). Peak RSS is the process's high-water mark while that
-  step runs (reset through ``/proc/self/clear_refs`` before each measurement).
+  step runs (reset through ``/proc/self/clear_refs`` before each measurement). Two critic
+  configurations (``--critics``): ``sac`` (twin 256×256 MLPs with soft targets, every policy, batch
+  size and K) and ``crossq`` (the recipe's ``critic=crossq``: BatchRenorm critics, no target network,
+  joint ``(s, a)``/``(s', a')`` batch, actor and α every 3rd update; ``--crossq-policies`` at the
+  first batch size and K, hidden widths ``--crossq-cells``), against the yardstick's
+  ``YardstickSAC`` / ``YardstickCrossQ``. CrossQ rows time cycles of 3 updates (one actor step each).
 * **collect**: env frames/s of HalfCheetah-v4 with the policy in the loop (exploration mode),
   TorchRL ``Collector`` (1 worker) and ``MultiSyncCollector`` (``--workers``), next to a plain
   gymnasium loop (1 env) / ``AsyncVectorEnv`` (n envs, one batched policy call) with the
   yardstick's actor; eager, and with the policy call compiled on both sides (``--collect-modes``).
 
-``--check`` verifies first that, for equal parameters and equal noise, the yardstick and the recipe's
-step compute the same three losses and leave the same parameters after one update.
+``--check`` verifies that, for equal parameters and equal noise, the yardstick and the recipe's
+step compute the same three losses and leave the same parameters after a few updates (CrossQ: also
+the same batch-renorm running statistics, over the batch-norm warm-up, batch renorm and two actor
+steps), for every ``--policies`` × ``--critics``.
 
 ``--device cuda`` runs the accelerator path: batches from a replay buffer stored on the device, both
 steps compiled (``mode="default"``) and captured with TorchRL/tensordict's ``CudaGraphModule``, Adam
@@ -59,21 +66,42 @@ POLICIES = ("flow_t", "flow_g", "flow_mlp", "gaussian")
 CONFIG_DIR = HERE.parent / "recipes" / "config"
 
 
-def recipe_config(policy: str, num_steps: int) -> dict:
-    """The recipe's own config groups (policy, critic=sac, optim) as plain dicts, K overridden."""
+CRITICS = ("sac", "crossq")
+
+
+def recipe_config(policy: str, num_steps: int, critic: str = "sac", num_cells=None, **critic_overrides) -> dict:
+    """The recipe's own config groups (policy, critic, optim) as plain dicts, K overridden, and the
+    critic's hidden widths ``num_cells`` and other ``critic_overrides`` (e.g. ``warmup_steps``) if given."""
     from omegaconf import OmegaConf
 
+    if critic not in CRITICS:
+        raise ValueError(f"critic must be one of {CRITICS}, got {critic!r}")
     cfg = OmegaConf.create(
         {
             "policy": OmegaConf.load(CONFIG_DIR / "policy" / f"{policy}.yaml"),
-            "critic": OmegaConf.load(CONFIG_DIR / "critic" / "sac.yaml"),
+            "critic": OmegaConf.load(CONFIG_DIR / "critic" / f"{critic}.yaml"),
             "optim": OmegaConf.load(CONFIG_DIR / "optim" / "default.yaml"),
         }
     )
     c = OmegaConf.to_container(cfg, resolve=True)
     if c["policy"]["kind"] == "flow":
         c["policy"]["num_steps"] = int(num_steps)
+    if num_cells is not None:
+        c["critic"]["num_cells"] = [int(n) for n in num_cells]
+    for key, value in critic_overrides.items():
+        if key not in c["critic"]:
+            raise KeyError(f"critic/{critic}.yaml has no {key!r}")
+        c["critic"][key] = value
     return c
+
+
+def critic_label(critic: str, num_cells) -> str:
+    """The table's critic column: ``sac 256×256`` (as the SAC rows always read), ``crossq 2×1024``
+    (layers × width)."""
+    cells = [int(n) for n in num_cells]
+    if critic != "sac" and len(set(cells)) == 1:
+        return f"{critic} {len(cells)}×{cells[0]}"
+    return f"{critic} " + "×".join(str(n) for n in cells)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -122,10 +150,11 @@ class ProjectStep:
     ``recipes/train_mujoco.py`` does (``make_policy`` → ``make_loss`` → ``make_optimizers`` →
     ``SACUpdate``)."""
 
-    def __init__(self, policy: str, num_steps: int, device: str, mode: str):
+    def __init__(self, policy: str, num_steps: int, device: str, mode: str, critic: str = "sac",
+                 num_cells=None, **critic_overrides):
         from torchrl_sacflow.training import SACUpdate, make_loss, make_optimizers, make_policy
 
-        c = recipe_config(policy, num_steps)
+        c = recipe_config(policy, num_steps, critic, num_cells, **critic_overrides)
         opt = c["optim"]
         cuda = torch.device(device).type == "cuda"
         actor = make_policy(c["policy"], _spec(device), OBS_DIM).to(device)
@@ -165,15 +194,22 @@ class ProjectStep:
 class YardstickStep:
     """The hand-written step; compiled the same way as the project's (critic and actor steps)."""
 
-    def __init__(self, policy: str, num_steps: int, device: str, mode: str):
-        c = recipe_config(policy, num_steps)
-        opt = c["optim"]
+    def __init__(self, policy: str, num_steps: int, device: str, mode: str, critic: str = "sac",
+                 num_cells=None, **critic_overrides):
+        c = recipe_config(policy, num_steps, critic, num_cells, **critic_overrides)
+        opt, q = c["optim"], c["critic"]
+        if critic == "crossq":  # no target network; BatchRenorm settings and actor period
+            critic_kwargs = {"policy_delay": q["policy_delay"],
+                             **{k: q[k] for k in ("momentum", "eps", "max_r", "max_d", "warmup_steps")}}
+        else:
+            critic_kwargs = {"tau": q["tau"]}
         with torch.device(device):
             self.sac = yardstick.make_yardstick(
-                policy, OBS_DIM, ACT_DIM, num_steps=num_steps, device=device, gamma=opt["gamma"],
-                tau=c["critic"]["tau"], alpha_init=opt["alpha_init"], actor_lr=opt["actor_lr"],
-                critic_lr=opt["critic_lr"], alpha_lr=opt["alpha_lr"],
-                actor_betas=(opt["actor_beta1"], 0.999), critic_betas=(opt["critic_beta1"], 0.999))
+                policy, OBS_DIM, ACT_DIM, num_steps=num_steps, critic=critic, device=device,
+                hidden=tuple(q["num_cells"]), gamma=opt["gamma"], alpha_init=opt["alpha_init"],
+                actor_lr=opt["actor_lr"], critic_lr=opt["critic_lr"], alpha_lr=opt["alpha_lr"],
+                actor_betas=(opt["actor_beta1"], 0.999), critic_betas=(opt["critic_beta1"], 0.999),
+                **critic_kwargs)
         cuda = torch.device(device).type == "cuda"
         if cuda:
             for opt in (self.sac.actor_opt, self.sac.q_opt, self.sac.alpha_opt):
@@ -273,7 +309,7 @@ def _quantile(values, q):
     return v[min(len(v) - 1, int(q * len(v)))]
 
 
-def bench_update(policy, num_steps, batch_size, mode, args):
+def bench_update(policy, num_steps, batch_size, mode, args, critic="sac", num_cells=None):
     if mode == "compile":
         # Each compiled row starts from an empty compiler cache: otherwise a second batch size makes
         # dynamo recompile with a dynamic batch dimension, and past its recompile limit (8 graphs per
@@ -282,7 +318,7 @@ def bench_update(policy, num_steps, batch_size, mode, args):
     batches = make_batches(8, batch_size, args.device, seed=batch_size)
     torch.manual_seed(0)
     t0 = time.perf_counter()
-    proj = ProjectStep(policy, num_steps, args.device, mode)
+    proj = ProjectStep(policy, num_steps, args.device, mode, critic, num_cells)
     warm = args.warmup if mode == "eager" else max(args.warmup, 3)
     if args.device.startswith("cuda"):
         warm = max(warm, 8)  # CudaGraphModule runs 5 eager warm-up calls, then captures on the 6th
@@ -291,18 +327,28 @@ def bench_update(policy, num_steps, batch_size, mode, args):
     _sync(args.device)
     proj_ready = time.perf_counter() - t0
     t0 = time.perf_counter()
-    yard = YardstickStep(policy, num_steps, args.device, mode)
+    yard = YardstickStep(policy, num_steps, args.device, mode, critic, num_cells)
     for i in range(warm):
         yard(batches[i % len(batches)])
     _sync(args.device)
     yard_ready = time.perf_counter() - t0
     clock_name, clock = _clock(args)
+    # CrossQ updates the actor every `policy_delay` calls: time whole cycles of that many updates
+    # (each holds one actor step), not single updates (whose median would be a critic-only one)
+    delay = proj.update.policy_delay
+    if delay != getattr(yard.sac, "policy_delay", 1):
+        raise RuntimeError(f"policy_delay differs: project {delay}, yardstick {yard.sac.policy_delay}")
     pairs = args.pairs if mode == "eager" else args.compile_pairs
+    pairs = -(-pairs // delay) * delay
     tp, ty = time_interleaved(proj, yard, batches, pairs=pairs, device=args.device, clock=clock)
-    ratios = [y / p for p, y in zip(tp, ty)]  # (project upd/s) / (yardstick upd/s) per pair
+    tp = [sum(tp[i:i + delay]) / delay for i in range(0, pairs, delay)]  # mean time per update of a cycle
+    ty = [sum(ty[i:i + delay]) / delay for i in range(0, pairs, delay)]
+    ratios = [y / p for p, y in zip(tp, ty)]  # (project upd/s) / (yardstick upd/s) per pair (cycle)
+    cells = recipe_config(policy, num_steps, critic, num_cells)["critic"]["num_cells"]
     return {
         "clock": clock_name,
         "policy": policy,
+        "critic": critic_label(critic, cells),
         "K": "-" if policy == "gaussian" else num_steps,
         "batch": batch_size,
         "mode": mode,
@@ -311,6 +357,7 @@ def bench_update(policy, num_steps, batch_size, mode, args):
         "ratio": statistics.median(ratios),
         "ratio_q1": _quantile(ratios, 0.25),
         "ratio_q3": _quantile(ratios, 0.75),
+        "cycle": delay,
         "warmup_s_project": proj_ready,
         "warmup_s_yardstick": yard_ready,
     }
@@ -336,7 +383,8 @@ _FLOW_T_NAMES = {
 
 
 def library_to_yardstick(policy: str, loss_module, sac) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Pairs ``(yardstick tensor, library tensor)`` covering every trainable tensor of both."""
+    """Pairs ``(yardstick tensor, library tensor)`` covering every trainable tensor of both (the
+    critics' buffers, CrossQ's batch-renorm statistics, are in :func:`critic_buffers`)."""
     pairs = []
     yard_actor = dict(sac.actor.named_parameters())
     for key, value in loss_module.actor_network_params.items(True, True):
@@ -368,41 +416,84 @@ def library_to_yardstick(policy: str, loss_module, sac) -> list[tuple[torch.Tens
         else:
             name = ".".join(_FLOW_T_NAMES.get(p, p) for p in v)
             pairs.append((yard_actor[f"velocity.{name}"], value))
-    for params, nets in (
-        (loss_module.qvalue_network_params, (sac.q1, sac.q2)),
-        (loss_module.target_qvalue_network_params, (sac.q1_target, sac.q2_target)),
-    ):
-        for key, value in params.items(True, True):
-            layer, kind = key[-2], key[-1]
-            for j, net in enumerate(nets):
-                pairs.append((getattr(net[int(layer)], kind), value[j]))
+    critics = [(loss_module.qvalue_network_params, (sac.q1, sac.q2))]
+    if hasattr(sac, "q1_target"):  # SAC; CrossQ has no target network
+        critics.append((loss_module.target_qvalue_network_params, (sac.q1_target, sac.q2_target)))
+    for params, nets in critics:
+        pairs += _critic_pairs(params, nets, buffers=False)
     pairs.append((sac.log_alpha, loss_module.log_alpha))
-    n_yard = sum(1 for _ in sac.actor.parameters()) + 4 * 6 + 1
+    n_yard = sum(1 for _ in sac.actor.parameters()) + sum(1 for _, nets in critics for net in nets
+                                                         for _ in net.parameters()) + 1
     if len({id(p) for p, _ in pairs}) != n_yard:
         raise RuntimeError(f"parameter mapping covers {len(pairs)} tensors, expected {n_yard}")
     return pairs
 
 
-def check(policies, num_steps: int = 4, batch_size: int = 64, updates: int = 2, verbose=True) -> dict:
+def _critic_pairs(params, nets, *, buffers: bool):
+    """``(yardstick tensor, library tensor)`` for the critics' parameters (``buffers=False``) or
+    buffers: the library stacks the copies (dim 0), keyed ``(..., layer index, name)``, and each
+    yardstick critic is an ``nn.Sequential`` with the same layer indices (the MLP's ``Linear``
+    layers; CrossQ's ``BRN, Linear, ReLU, BRN, ..., Linear``)."""
+    pairs = []
+    for key, value in params.items(True, True):
+        layer, kind = key[-2], key[-1]
+        if (kind in dict(nets[0][int(layer)].named_buffers(recurse=False))) != buffers:
+            continue  # (the target copies hold the parameters as plain tensors: ask the yardstick)
+        for j, net in enumerate(nets):
+            pairs.append((getattr(net[int(layer)], kind), value[j]))
+    return pairs
+
+
+def critic_buffers(loss_module, sac) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Pairs ``(yardstick buffer, library buffer)`` of the online critics: CrossQ's batch-renorm
+    ``running_mean``, ``running_var`` and ``num_batches_tracked`` (none for the SAC MLPs)."""
+    pairs = _critic_pairs(loss_module.qvalue_network_params, (sac.q1, sac.q2), buffers=True)
+    n_yard = sum(1 for net in (sac.q1, sac.q2) for _ in net.buffers())
+    if len({id(b) for b, _ in pairs}) != n_yard:
+        raise RuntimeError(f"buffer mapping covers {len(pairs)} tensors, expected {n_yard}")
+    return pairs
+
+
+def check(policies, num_steps: int = 4, batch_size: int = 64, updates: int | None = None, verbose=True,
+          critic: str = "sac", num_cells=None, tamper=None, mode: str = "eager", **critic_overrides) -> dict:
     """Run ``updates`` steps of both from equal parameters with equal noise.
 
-    Returns, per policy, ``(loss difference, parameter difference)``: the largest relative
-    difference of the three losses over all updates (the later updates' losses also test the
-    optimiser and target updates of the earlier ones), and the mean absolute difference of all
-    parameters (critics, targets, actor, log α) after the updates divided by the mean absolute
-    parameter change they made. (A max-norm on parameters would flag Adam's first steps on
-    gradients that are ~0: their sign, and so a ±lr step, is decided by rounding.)
+    Returns, per policy, ``(loss difference, parameter difference, statistics difference)``: the
+    largest relative difference of the three losses over all updates (the later updates' losses
+    also test the optimiser and target updates of the earlier ones); the mean absolute difference
+    of all parameters (critics, targets, actor, log α) after the updates divided by the mean
+    absolute parameter change they made (a max-norm on parameters would flag Adam's first steps on
+    gradients that are ~0: their sign, and so a ±lr step, is decided by rounding); and the same
+    measure for the critics' batch-renorm running statistics (``inf`` if their step counters
+    differ; 0 for the SAC critics, which have none).
+
+    ``critic="crossq"`` checks the CrossQ pair with ``num_cells`` (default: the config's) and, unless
+    ``critic_overrides`` say otherwise, ``warmup_steps=2`` and ``updates=4``: the updates cover the
+    batch-norm warm-up, batch renorm with clipped corrections after it, critic-only updates and two
+    actor steps (calls 0 and 3 with ``policy_delay`` 3) scored with the running statistics.
+    ``tamper(yardstick)`` may alter the yardstick after its parameters are copied (tests).
+    ``mode="compile"`` checks the two compiled steps instead (slow: minutes of compilation).
     """
+    if critic == "crossq":
+        critic_overrides.setdefault("warmup_steps", 2)
+    if updates is None:
+        updates = 4 if critic == "crossq" else 2
     results = {}
     for policy in policies:
         batches = make_batches(updates, batch_size, "cpu", seed=1)
-        proj = ProjectStep(policy, num_steps, "cpu", "eager")
-        yard = YardstickStep(policy, num_steps, "cpu", "eager")
+        if mode == "compile":
+            torch._dynamo.reset()
+        proj = ProjectStep(policy, num_steps, "cpu", mode, critic, num_cells, **critic_overrides)
+        yard = YardstickStep(policy, num_steps, "cpu", mode, critic, num_cells, **critic_overrides)
         pairs = library_to_yardstick(policy, proj.loss_module, yard.sac)
+        buffers = critic_buffers(proj.loss_module, yard.sac)
         with torch.no_grad():
-            for y, lib in pairs:
+            for y, lib in pairs + buffers:
                 y.copy_(lib)
+        if tamper is not None:
+            tamper(yard.sac)
         start = [lib.detach().clone() for _, lib in pairs]
+        stats_start = [lib.detach().clone() for _, lib in buffers]
         worst_loss = 0.0
         for batch in batches:
             torch.manual_seed(123)
@@ -415,10 +506,20 @@ def check(policies, num_steps: int = 4, batch_size: int = 64, updates: int = 2, 
         diff = torch.cat([(y.detach() - lib.detach()).abs().flatten() for y, lib in pairs]).mean()
         moved = torch.cat([(lib.detach() - s0).abs().flatten() for (_, lib), s0 in zip(pairs, start)]).mean()
         param_diff = float(diff / moved)
-        results[policy] = (worst_loss, param_diff)
+        stats_diff = 0.0
+        buffers = critic_buffers(proj.loss_module, yard.sac)
+        stats = [(y, lib, s0) for (y, lib), s0 in zip(buffers, stats_start) if lib.is_floating_point()]
+        if stats:  # running means and variances; the step counters must be equal
+            diff = torch.cat([(y - lib).abs().flatten() for y, lib, _ in stats]).mean()
+            moved = torch.cat([(lib - s0).abs().flatten() for _, lib, s0 in stats]).mean()
+            counters_equal = all(torch.equal(y, lib) for y, lib in buffers if not lib.is_floating_point())
+            stats_diff = float(diff / moved) if counters_equal else math.inf
+        results[policy] = (worst_loss, param_diff, stats_diff)
         if verbose:
-            print(f"check {policy:9s} K={num_steps}: max rel. loss diff {worst_loss:.1e}; after {updates} "
-                  f"updates, mean |param diff| / mean |param change| = {param_diff:.1e}")
+            cells = recipe_config(policy, num_steps, critic, num_cells)["critic"]["num_cells"]
+            print(f"check {policy:9s} K={num_steps} {critic_label(critic, cells):15s}: max rel. loss diff "
+                  f"{worst_loss:.1e}; after {updates} updates, mean |param diff| / mean |param change| = "
+                  f"{param_diff:.1e}" + (f"; batch-renorm statistics: {stats_diff:.1e}" if stats else ""))
     return results
 
 
@@ -546,9 +647,9 @@ def machine_description(args) -> list[str]:
 
 def format_update_table(rows) -> list[str]:
     return report.table(
-        ["policy", "K", "batch", "mode", "project upd/s", "yardstick upd/s", "ratio (IQR)",
+        ["policy", "critic", "K", "batch", "mode", "project upd/s", "yardstick upd/s", "ratio (IQR)",
          "ready s project / yardstick"],
-        [[r["policy"], r["K"], r["batch"], r["mode"], f"{r['project']:.1f}", f"{r['yardstick']:.1f}",
+        [[r["policy"], r["critic"], r["K"], r["batch"], r["mode"], f"{r['project']:.1f}", f"{r['yardstick']:.1f}",
           f"**{r['ratio']:.2f}** ({r['ratio_q1']:.2f}–{r['ratio_q3']:.2f})",
           f"{r['warmup_s_project']:.1f} / {r['warmup_s_yardstick']:.1f}"] for r in rows],
     )
@@ -598,11 +699,22 @@ def format_memory_table(rows) -> list[str]:
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true",
-                   help="smoke run: flow_t and gaussian, eager, batch 256, K=4, few pairs, 1 collector worker")
-    p.add_argument("--check", action="store_true", help="verify yardstick == library numerically, then exit")
+                   help="smoke run: flow_t and gaussian (SAC and CrossQ rows), eager, batch 256, K=4, few pairs, "
+                        "1 collector worker, no report written unless --out")
+    p.add_argument("--check", action="store_true",
+                   help="verify yardstick == library numerically (every --policies × --critics; CrossQ at the "
+                        "first --crossq-cells width), then exit")
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads of this process (default 1)")
     p.add_argument("--policies", default=",".join(POLICIES))
+    p.add_argument("--critics", default="sac,crossq",
+                   help="critic configs: sac (recipes/config/critic/sac.yaml, every policy, batch size and K) "
+                        "and/or crossq (critic/crossq.yaml, the --crossq-policies at the first batch size and K)")
+    p.add_argument("--crossq-cells", default="256,1024",
+                   help="hidden widths of the CrossQ rows (2 layers each: 2×256, 2×1024; the recipe's is 2×1024); "
+                        "compiled only at the first with --compile-grid main")
+    p.add_argument("--crossq-policies", default="flow_t,flow_g,gaussian",
+                   help="policies (of --policies) with CrossQ rows")
     p.add_argument("--batch-sizes", default="512,256")
     p.add_argument("--num-steps", default="4,10", help="values of K")
     p.add_argument("--modes", default="eager,compile")
@@ -640,9 +752,16 @@ def main(argv=None):
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     policies = [p for p in args.policies.split(",") if p]
+    critics = [c for c in args.critics.split(",") if c]
+    if any(c not in CRITICS for c in critics):
+        raise SystemExit(f"--critics: expected some of {CRITICS}, got {args.critics!r}")
+    crossq_cells = [int(w) for w in args.crossq_cells.split(",") if w]
     if args.check:
-        res = check(policies)
-        bad = {k: v for k, v in res.items() if not (v[0] < 1e-5 and v[1] < 1e-3)}
+        bad = {}
+        for critic in critics:
+            cells = (crossq_cells[0],) * 2 if critic == "crossq" else None
+            res = check(policies, critic=critic, num_cells=cells)
+            bad.update({(k, critic): v for k, v in res.items() if not (v[0] < 1e-5 and v[1] < 1e-3 and v[2] < 1e-3)})
         print("check:", "FAILED " + str(bad) if bad else "OK")
         return 1 if bad else 0
     if args.device.startswith("cuda") and not torch.cuda.is_available():
@@ -659,19 +778,26 @@ def main(argv=None):
     update_rows = []
     if args.update:
         grid = []
-        for mode in modes:
+        for mode in modes if "sac" in critics else ():
             for policy in policies:
                 for b in batch_sizes:
                     for k in (ks[:1] if policy == "gaussian" else ks):
                         if mode == "compile" and args.compile_grid == "main" and (b, k) != (batch_sizes[0], ks[0]):
                             continue
-                        grid.append((policy, k, b, mode))
-        for policy, k, b, mode in grid:
-            row = bench_update(policy, k, b, mode, args)
+                        grid.append((policy, k, b, mode, "sac", None))
+        crossq_policies = [p for p in policies if p in args.crossq_policies.split(",")]
+        for mode in modes if "crossq" in critics else ():
+            for policy in crossq_policies:
+                for w in crossq_cells:
+                    if mode == "compile" and args.compile_grid == "main" and w != crossq_cells[0]:
+                        continue
+                    grid.append((policy, ks[0], batch_sizes[0], mode, "crossq", (w, w)))
+        for policy, k, b, mode, critic, cells in grid:
+            row = bench_update(policy, k, b, mode, args, critic, cells)
             update_rows.append(row)
             print(format_update_table([row])[-1], flush=True)
     memory_rows = []
-    if args.memory:
+    if args.memory and "sac" in critics:
         for policy in policies:
             mp = probe_memory(policy, "project", ks[0], batch_sizes[0], args.device)
             my = probe_memory(policy, "yardstick", ks[0], batch_sizes[0], args.device)
@@ -695,24 +821,44 @@ def main(argv=None):
                            f"Command: `{command}` (wall time {wall / 60:.1f} min, after `pip install -e .`)",
                            header, level=1)
     if update_rows:
+        crossq_text = (
+            " **CrossQ rows** (critic `crossq L×W`): the recipe's `critic=crossq` (`critic/crossq.yaml`: twin "
+            "BatchRenorm critics `BRN → [Linear → ReLU → BRN] × 2 → Linear`, momentum 0.01, ε 1e-3, "
+            "r/d clipped at 3/5, no target network, one train-mode critic forward on the joint batch "
+            "`[(s, a); (s', a')]`, the actor scored with the critics in eval mode; actor + α step every "
+            "3rd update, `policy_delay` 3) with `num_cells` set to the width shown (the recipe's and the "
+            "paper's is 2×1024); yardstick = `YardstickCrossQ`, the same in plain PyTorch with a "
+            "hand-written BatchRenorm layer and two separate critic modules (`--check --critics crossq` "
+            "also verifies equal batch-renorm running statistics). The project's critic runs its speed path "
+            "(`_fast.sac_loss._MLPEnsemble`: the two copies without vmap, each batch-renorm layer as ATen's "
+            "fused `batch_norm`); the yardstick does not. Both run inside the BatchRenorm warm-up "
+            "(`warmup_steps` 100 000, i.e. plain batch norm, as in the first 100k updates of a run); there "
+            "the project's eager CPU path skips the r/d corrections, while the yardstick computes them and "
+            "multiplies them by the warm-up factor, as TorchRL's `BatchRenorm1d` does. Because only every "
+            "3rd update has an actor step, CrossQ times are taken over cycles of 3 consecutive updates "
+            "(one actor step each; the pair count rounded up to a multiple of 3): upd/s = 3 / median "
+            "cycle time, ratio = median over cycles of project/yardstick speed."
+            if any(r["critic"].startswith("crossq") for r in update_rows) else "")
         lines += report.section(
-            "Training step (updates/s; one update = critic step + soft target update + actor step + α step)",
-            f"Project = the recipe's own step, built from `recipes/config` (policy group, `critic=sac`, `optim`) "
-            f"with `make_policy` → `make_loss` → `make_optimizers` → `SACUpdate`, exactly as "
-            f"`recipes/train_mujoco.py` does (twin 256×256 critics, τ = 0.005); yardstick = "
-            f"`benchmarks/yardstick.py` (plain PyTorch, same networks and math; `--check` verifies equal losses "
-            f"and equal updated parameters). HalfCheetah shapes (17-d observation, 6-d action), random "
-            f"batches sampled from a replay buffer. {args.pairs} interleaved pairs of single updates per eager "
-            f"row, {args.compile_pairs} per compiled row (ABBA order); clock: {update_rows[0]['clock']} time "
-            f"(with one learner thread the thread's CPU time, which other processes on a shared machine do "
-            f"not inflate); upd/s = 1 / median time; **ratio = median over pairs of project/yardstick speed** "
-            f"(> 1: the project is faster), interquartile range in brackets. `compile` = `torch.compile` of "
-            f"the loss computations on both sides with the same options (`SACUpdate(compile=True)` and "
-            f"`training.update.compile_options`). 'ready s' = build + warm-up (incl. compilation).",
+            "Training step (updates/s; SAC: one update = critic step + soft target update + actor step + "
+            "α step; CrossQ: critic step, with an actor and α step every 3rd update)",
+            f"Project = the recipe's own step, built from `recipes/config` (policy group, `critic=sac` or "
+            f"`critic=crossq`, `optim`) with `make_policy` → `make_loss` → `make_optimizers` → `SACUpdate`, "
+            f"exactly as `recipes/train_mujoco.py` does (**SAC rows**, critic `sac 256×256`: twin 256×256 MLP "
+            f"critics, τ = 0.005); yardstick = `benchmarks/yardstick.py` (plain PyTorch, same networks and "
+            f"math; `--check` verifies equal losses and equal updated parameters). HalfCheetah shapes (17-d "
+            f"observation, 6-d action), random batches sampled from a replay buffer. {args.pairs} interleaved "
+            f"pairs of single updates per eager row, {args.compile_pairs} per compiled row (ABBA order); "
+            f"clock: {update_rows[0]['clock']} time (with one learner thread the thread's CPU time, which other "
+            f"processes on a shared machine do not inflate); upd/s = 1 / median time; **ratio = median over "
+            f"pairs of project/yardstick speed** (> 1: the project is faster), interquartile range in "
+            f"brackets. `compile` = `torch.compile` of the loss computations on both sides with the same "
+            f"options (`SACUpdate(compile=True)` and `training.update.compile_options`). 'ready s' = build + "
+            f"warm-up (incl. compilation).{crossq_text}",
             format_update_table(update_rows),
         )
     if memory_rows:
-        lines += report.section("Peak memory (eager, RSS high-water mark of a fresh process: imports, build, 5 updates)",
+        lines += report.section("Peak memory (critic=sac, eager, RSS high-water mark of a fresh process: imports, build, 5 updates)",
                                 format_memory_table(memory_rows))
     if collect_rows:
         lines += report.section(

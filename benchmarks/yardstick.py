@@ -34,6 +34,23 @@ and noise):
 * Losses: ``y = r + γ(1 − term)(min Q̄(s', a') − α log p')``, ``L_Q = Σ_j mean (Q_j − y)²``,
   ``L_π = mean(α log p − min Q)``, ``L_α = −log α · mean(log p + H)``, one step each per update
   (critic, target update, actor, temperature — CleanRL's order).
+
+CrossQ variant (:class:`YardstickCrossQ`, ``make_yardstick(..., critic="crossq")``; the recipe's
+``critic=crossq``, paper arXiv 2509.25756 §MuJoCo on CrossQ, Bhatt et al. ICLR 2024):
+
+* Critics: ``BRN → [Linear → ReLU → BRN] × L → Linear(1)`` (hidden (1024, 1024) in the recipe), two
+  separate modules, no target network. ``BatchRenorm`` is written out here: in train mode it
+  normalises with the batch's mean and (biased) variance, gradient through them, times the
+  detached corrections ``r = clip(σ_B/σ_run, 1/3, 3)``, ``d = clip((μ_B − μ_run)/σ_run, −5, 5)``
+  (``r = 1, d = 0`` for the first ``warmup_steps`` training batches: a step counter that stops at
+  ``warmup_steps``), and moves the running mean and variance ``momentum`` = 0.01 of the way to the
+  batch's (variance unbiased); in eval mode it uses the running statistics only; ε = 1e-3.
+* Critic step: ``a' ~ π(·|s')`` under ``no_grad`` with the actor in eval mode; both critics in
+  train mode run once on the joint batch ``[(s, a); (s', a')]``; ``y = r + γ(1 − term)(min_j
+  Q_j(s', a') − α log p')`` from that same forward, detached; ``L_Q = Σ_j mean (Q_j(s, a) − y)²``.
+* Actor and temperature steps as above, with the critics in eval mode (running statistics, not
+  updated) and their parameters frozen, only every ``policy_delay`` (3) critic steps, starting with
+  the first.
 """
 from __future__ import annotations
 
@@ -51,6 +68,8 @@ __all__ = [
     "FlowActor",
     "GaussianActor",
     "YardstickSAC",
+    "BatchRenorm",
+    "YardstickCrossQ",
     "make_yardstick",
 ]
 
@@ -208,18 +227,24 @@ class YardstickSAC:
                  alpha_init=0.2, target_entropy=0.0, actor_lr=3e-4, critic_lr=1e-3, alpha_lr=1e-3,
                  actor_betas=(0.5, 0.999), critic_betas=(0.9, 0.999), device="cpu"):
         self.actor = actor.to(device)
-        self.q1 = mlp([obs_dim + act_dim, *hidden, 1], nn.ReLU).to(device)
-        self.q2 = mlp([obs_dim + act_dim, *hidden, 1], nn.ReLU).to(device)
-        self.q1_target = copy.deepcopy(self.q1)
-        self.q2_target = copy.deepcopy(self.q2)
-        for p in list(self.q1_target.parameters()) + list(self.q2_target.parameters()):
-            p.requires_grad_(False)
+        self.q1 = self.make_critic(obs_dim + act_dim, hidden).to(device)
+        self.q2 = self.make_critic(obs_dim + act_dim, hidden).to(device)
+        self.make_targets()
         self.q_params = list(self.q1.parameters()) + list(self.q2.parameters())
         self.log_alpha = torch.tensor(math.log(alpha_init), device=device, requires_grad=True)
         self.gamma, self.tau, self.target_entropy = gamma, tau, target_entropy
         self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=actor_lr, betas=actor_betas)
         self.q_opt = torch.optim.Adam(self.q_params, lr=critic_lr, betas=critic_betas)
         self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=alpha_lr)
+
+    def make_critic(self, in_dim, hidden) -> nn.Module:
+        return mlp([in_dim, *hidden, 1], nn.ReLU)
+
+    def make_targets(self):
+        self.q1_target = copy.deepcopy(self.q1)
+        self.q2_target = copy.deepcopy(self.q2)
+        for p in list(self.q1_target.parameters()) + list(self.q2_target.parameters()):
+            p.requires_grad_(False)
 
     def critic_step(self, obs, act, rew, next_obs, term):
         alpha = self.log_alpha.detach().exp()
@@ -270,16 +295,120 @@ class YardstickSAC:
         return q_loss, actor_loss, alpha_loss, self.log_alpha.detach().exp(), entropy
 
 
-def make_yardstick(policy, obs_dim, act_dim, *, num_steps=4, device="cpu", low=-1.0, high=1.0, **sac_kwargs):
-    """The yardstick for ``policy`` in ``flow_t``, ``flow_g``, ``flow_mlp``, ``gaussian``.
+# --------------------------------------------------------------------------------------------
+# CrossQ: batch-renormalised critics, no target network, joint (s, a) / (s', a') batch
+# --------------------------------------------------------------------------------------------
+class BatchRenorm(nn.Module):
+    """Batch renormalisation (Ioffe 2017) of a ``[batch, features]`` input, as CrossQ uses it."""
 
-    ``sac_kwargs`` go to :class:`YardstickSAC` (γ, τ, α_0, learning rates, Adam betas). The Gaussian
+    def __init__(self, num_features, momentum=0.01, eps=1e-3, max_r=3.0, max_d=5.0, warmup_steps=100_000):
+        super().__init__()
+        self.momentum, self.eps, self.max_r, self.max_d = momentum, eps, max_r, max_d
+        self.warmup_steps = warmup_steps
+        self.weight = nn.Parameter(torch.ones(num_features))
+        self.bias = nn.Parameter(torch.zeros(num_features))
+        self.register_buffer("running_mean", torch.zeros(num_features))
+        self.register_buffer("running_var", torch.ones(num_features))
+        self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long))
+
+    def forward(self, x):
+        if not self.training:
+            x = (x - self.running_mean) / (self.running_var + self.eps).sqrt()
+            return x * self.weight + self.bias
+        mean = x.mean(0)
+        var = x.var(0, unbiased=False)
+        std = (var + self.eps).sqrt()
+        with torch.no_grad():
+            running_std = (self.running_var + self.eps).sqrt()
+            r = (std / running_std).clamp(1.0 / self.max_r, self.max_r)
+            d = ((mean - self.running_mean) / running_std).clamp(-self.max_d, self.max_d)
+            if self.warmup_steps > 0:  # plain batch norm until the counter reaches warmup_steps
+                warm = (self.num_batches_tracked >= self.warmup_steps).to(x.dtype)
+                r = 1.0 + (r - 1.0) * warm
+                d = d * warm
+            n = x.shape[0]
+            self.running_mean += self.momentum * (mean - self.running_mean)
+            self.running_var += self.momentum * (var * n / (n - 1) - self.running_var)
+            self.num_batches_tracked += 1
+            if self.warmup_steps > 0:
+                self.num_batches_tracked.clamp_(max=self.warmup_steps)
+        x = (x - mean) / std * r + d
+        return x * self.weight + self.bias
+
+
+class YardstickCrossQ(YardstickSAC):
+    """SAC with CrossQ critics: no targets, joint critic batch, actor and α every ``policy_delay``."""
+
+    def __init__(self, actor, obs_dim, act_dim, *, hidden=(1024, 1024), policy_delay=3, momentum=0.01,
+                 eps=1e-3, max_r=3.0, max_d=5.0, warmup_steps=100_000, **sac_kwargs):
+        self.brn_kwargs = dict(momentum=momentum, eps=eps, max_r=max_r, max_d=max_d, warmup_steps=warmup_steps)
+        self.policy_delay = policy_delay
+        self.num_updates = 0
+        self.last_actor = None
+        super().__init__(actor, obs_dim, act_dim, hidden=hidden, **sac_kwargs)
+
+    def make_critic(self, in_dim, hidden) -> nn.Module:
+        layers = [BatchRenorm(in_dim, **self.brn_kwargs)]
+        for width in hidden:
+            layers += [nn.Linear(in_dim, width), nn.ReLU(), BatchRenorm(width, **self.brn_kwargs)]
+            in_dim = width
+        layers.append(nn.Linear(in_dim, 1))
+        return nn.Sequential(*layers)
+
+    def make_targets(self):
+        pass  # CrossQ has no target network
+
+    def critic_step(self, obs, act, rew, next_obs, term):
+        alpha = self.log_alpha.detach().exp()
+        self.actor.eval()
+        with torch.no_grad():
+            next_act, next_logp = self.actor.sample(next_obs)
+        self.actor.train()
+        self.q1.train()
+        self.q2.train()
+        sa = torch.cat([torch.cat([obs, act], dim=-1), torch.cat([next_obs, next_act], dim=-1)], dim=0)
+        q1, q2 = self.q1(sa).squeeze(-1), self.q2(sa).squeeze(-1)
+        n = obs.shape[0]
+        with torch.no_grad():
+            q_next = torch.min(q1[n:], q2[n:])
+            y = rew + self.gamma * (1.0 - term) * (q_next - alpha * next_logp)
+        q_loss = ((q1[:n] - y) ** 2).mean() + ((q2[:n] - y) ** 2).mean()
+        self.q_opt.zero_grad()
+        q_loss.backward()
+        self.q_opt.step()
+        return q_loss.detach()
+
+    def actor_step(self, obs):
+        self.q1.eval()  # running statistics, not updated
+        self.q2.eval()
+        return super().actor_step(obs)
+
+    def update(self, obs, act, rew, next_obs, term):
+        """One CrossQ critic step, and an actor and α step on every ``policy_delay``-th call
+        (the first included); returns what :meth:`YardstickSAC.update` returns, the last actor step's
+        values on calls without one."""
+        q_loss = self.critic_step(obs, act, rew, next_obs, term)
+        if self.num_updates % self.policy_delay == 0:
+            self.last_actor = self.actor_step(obs)
+        self.num_updates += 1
+        actor_loss, alpha_loss, entropy = self.last_actor
+        return q_loss, actor_loss, alpha_loss, self.log_alpha.detach().exp(), entropy
+
+
+def make_yardstick(policy, obs_dim, act_dim, *, num_steps=4, critic="sac", device="cpu", low=-1.0, high=1.0,
+                   **sac_kwargs):
+    """The yardstick for ``policy`` in ``flow_t``, ``flow_g``, ``flow_mlp``, ``gaussian`` and ``critic``
+    in ``sac`` (:class:`YardstickSAC`), ``crossq`` (:class:`YardstickCrossQ`).
+
+    ``sac_kwargs`` go to that class (γ, τ, α_0, learning rates, Adam betas, critic widths
+    ``hidden``; for CrossQ also ``policy_delay`` and the batch-renorm settings). The Gaussian
     policy's target entropy is ``−|A|`` and its Adam β1 0.9; the flow policies' 0 and 0.5.
     """
+    cls = {"sac": YardstickSAC, "crossq": YardstickCrossQ}[critic]
     if policy == "gaussian":
         actor = GaussianActor(act_dim, obs_dim, low=low, high=high)
         sac_kwargs.setdefault("actor_betas", (0.9, 0.999))
-        return YardstickSAC(actor, obs_dim, act_dim, target_entropy=-float(act_dim), device=device, **sac_kwargs)
+        return cls(actor, obs_dim, act_dim, target_entropy=-float(act_dim), device=device, **sac_kwargs)
     velocity = VELOCITIES[policy](act_dim, obs_dim)
     actor = FlowActor(velocity, act_dim, obs_dim, num_steps=num_steps, low=low, high=high)
-    return YardstickSAC(actor, obs_dim, act_dim, device=device, **sac_kwargs)
+    return cls(actor, obs_dim, act_dim, device=device, **sac_kwargs)

@@ -1,8 +1,9 @@
 """The benchmark's hand-written yardstick computes what the library computes.
 
 Same parameters and the same noise must give the same three SAC losses and, after the optimiser
-steps and the soft target update, the same parameters (``benchmarks/throughput.py --check``).
-Without this, the throughput ratios would compare different computations.
+steps and the soft target update, the same parameters (``benchmarks/throughput.py --check``); for
+the CrossQ critic also the same batch-renorm running statistics. Without this, the throughput
+ratios would compare different computations.
 """
 import sys
 from pathlib import Path
@@ -17,9 +18,68 @@ import throughput  # noqa: E402
 @pytest.mark.parametrize("policy,num_steps", [("flow_t", 4), ("flow_g", 4), ("flow_mlp", 2), ("gaussian", 4)])
 def test_yardstick_matches_the_recipe_step(policy, num_steps):
     result = throughput.check([policy], num_steps=num_steps, batch_size=32, updates=2, verbose=False)
-    loss_diff, param_diff = result[policy]
+    loss_diff, param_diff, stats_diff = result[policy]
     assert loss_diff < 1e-5, loss_diff
     assert param_diff < 1e-3, param_diff
+    assert stats_diff == 0.0  # no batch-renorm statistics in the SAC critics
+
+
+# The CrossQ pair agrees to rounding (measured: losses ~1e-7 relative, parameters and statistics
+# ~1e-6 of their change); every deliberate change of the math below moves at least one of the three
+# measures past 1e-4.
+CROSSQ_BOUND = 1e-4
+
+
+def _crossq_check(policy, tamper=None):
+    # 4 updates with warmup_steps=2: two batch-norm warm-up updates, two batch-renorm ones (r, d
+    # clipped), actor steps at calls 0 and 3 with the critics' running statistics
+    return throughput.check([policy], num_steps=2, batch_size=32, critic="crossq", num_cells=(32, 32),
+                            tamper=tamper, verbose=False)[policy]
+
+
+@pytest.mark.parametrize("policy", ["flow_t", "flow_g", "gaussian"])
+def test_crossq_yardstick_matches_the_recipe_step(policy):
+    loss_diff, param_diff, stats_diff = _crossq_check(policy)
+    assert loss_diff < CROSSQ_BOUND, loss_diff
+    assert param_diff < CROSSQ_BOUND, param_diff
+    assert stats_diff < CROSSQ_BOUND, stats_diff
+
+
+def _renorm_layers(sac):
+    import yardstick
+
+    return [m for q in (sac.q1, sac.q2) for m in q if isinstance(m, yardstick.BatchRenorm)]
+
+
+def _set_renorm(name, value):
+    def tamper(sac):
+        for layer in _renorm_layers(sac):
+            setattr(layer, name, value)
+    return tamper
+
+
+def _actor_sees_train_mode_critics(sac):
+    for q in (sac.q1, sac.q2):
+        q.eval = lambda: None  # the actor step then updates (and uses) the batch statistics
+
+
+TAMPERS = {
+    "discount": lambda sac: setattr(sac, "gamma", 0.5),
+    "momentum": _set_renorm("momentum", 0.02),
+    "no_renorm_after_warmup": _set_renorm("warmup_steps", 100),
+    "renorm_from_the_start": _set_renorm("warmup_steps", 0),
+    "r_clip": _set_renorm("max_r", 1.5),
+    "d_clip": _set_renorm("max_d", 0.05),
+    "eps": _set_renorm("eps", 1e-5),
+    "actor_every_update": lambda sac: setattr(sac, "policy_delay", 1),
+    "actor_with_train_mode_critics": _actor_sees_train_mode_critics,
+}
+
+
+@pytest.mark.parametrize("change", sorted(TAMPERS))
+def test_crossq_check_detects_a_different_computation(change):
+    """The CrossQ check is not vacuous: each change of the yardstick's math fails it."""
+    assert max(_crossq_check("gaussian", TAMPERS[change])) > CROSSQ_BOUND
 
 
 def test_check_detects_a_different_computation():
