@@ -129,7 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rounds", type=int, default=10, help="interleaved blocks per thread count and condition")
     p.add_argument("--wait-policies", default="default,PASSIVE",
-                   help="OMP_WAIT_POLICY values to compare ('default': the variable unset)")
+                   help="OpenMP settings to compare: 'default' (OMP_WAIT_POLICY unset), an OMP_WAIT_POLICY "
+                        "value (PASSIVE, ACTIVE), or VAR=VALUE (e.g. GOMP_SPINCOUNT=10000, libgomp's spin "
+                        "iterations before an idle thread sleeps)")
     p.add_argument("--quick", action="store_true", help="2 rounds, small critics, nothing written")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # one policy's measurement
     p.add_argument("overrides", nargs="*", default=None,
@@ -153,8 +155,11 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = []
     for policy in [w for w in args.wait_policies.split(",") if w]:
-        env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-        if policy != "default":
+        env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+        if "=" in policy:
+            name, value = policy.split("=", 1)
+            env[name] = value
+        elif policy != "default":
             env["OMP_WAIT_POLICY"] = policy
         cmd = [sys.executable, __file__, "--worker", "--rounds", str(args.rounds), *overrides]
         out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
@@ -170,9 +175,10 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.rounds} interleaved blocks of 3 updates (`preset=paper`'s policy delay: one actor step "
         f"per block) per thread count, wall clock; upd/s = 1 / median. *vs 1 thread* = speed ratio in "
         f"the same condition and wait policy. *loaded*: {cores - 1} single-core busy loop(s) beside the "
-        f"learner. `OMP_WAIT_POLICY`: *default* = unset (the OpenMP runtime's spin-then-sleep), "
-        f"*PASSIVE* = idle threads sleep at once; one process per policy.",
-        report.table(["OMP_WAIT_POLICY", "condition", "torch threads", "updates/s", "vs 1 thread"], rows),
+        f"learner. OpenMP setting: *default* = `OMP_WAIT_POLICY` unset (the OpenMP runtime's "
+        f"spin-then-sleep), *PASSIVE* = idle threads sleep at once, `GOMP_SPINCOUNT=N` = spin N "
+        f"iterations, then sleep (libgomp, torch's OpenMP on Linux); one process per setting.",
+        report.table(["OpenMP setting", "condition", "torch threads", "updates/s", "vs 1 thread"], rows),
         level=1,
     )
     report.write_report(lines, None if args.quick else OUT)

@@ -49,10 +49,10 @@ def _batch(n=32, seed=0):
     return random_transitions(n, N_OBS, SPEC, seed=seed)
 
 
-def _build(policy="flow_t", policy_delay=1, seed=0):
+def _build(policy="flow_t", policy_delay=1, seed=0, critic=CRITIC):
     torch.manual_seed(seed)
     actor = make_policy(POLICIES[policy], SPEC, N_OBS)
-    bundle = make_loss({**CRITIC, "policy_delay": policy_delay}, actor, observation_dim=N_OBS, action_dim=N_ACT,
+    bundle = make_loss({**critic, "policy_delay": policy_delay}, actor, observation_dim=N_OBS, action_dim=N_ACT,
                        target_entropy="auto" if policy == "gaussian" else 0.0)
     actor_optim, critic_optim, alpha_optim = make_optimizers(bundle.loss_module)
     update = SACUpdate(bundle.loss_module, actor_optim=actor_optim, critic_optim=critic_optim,
@@ -379,15 +379,21 @@ def test_replay_buffer_survives_two_checkpoint_round_trips(tmp_path):
     assert torch.equal(c["rb"][40:]["observation"], _batch(10, seed=5)["observation"])
 
 
+CROSSQ = {"name": "crossq", "num_cells": [16, 16], "tau": 1.0, "policy_delay": 1, "warmup_steps": 2}
+
+
 @pytest.mark.usefixtures("fast_paths_on")  # a test of the speed path itself
-@pytest.mark.parametrize("policy", ["gaussian", "flow_g"])
-def test_compiled_update_matches_eager_and_runs_the_critics_between_two_graphs(policy):
+@pytest.mark.parametrize("policy, critic", [("gaussian", CRITIC), ("flow_g", CRITIC), ("flow_t", CROSSQ)],
+                         ids=["gaussian-sac", "flow_g-sac", "flow_t-crossq"])
+def test_compiled_update_matches_eager_and_runs_the_critics_between_two_graphs(policy, critic):
     """``SACUpdate(compile=True)``: the actor's draw and loss compiled around eager critics, the
-    same losses and parameters as the eager step (same seed: compiled code draws with ATen's RNG)."""
+    same losses and parameters as the eager step (same seed: compiled code draws with ATen's RNG).
+    CrossQ too: its critic's eval mode for the actor is set in ``actor_min_q``, between the graphs
+    (3 updates cross the batch-renorm warm-up)."""
     torch._dynamo.reset()
     results = []
     for compile_ in (False, True):
-        _, bundle, optims, _ = _build(policy)
+        _, bundle, optims, _ = _build(policy, critic=critic)
         update = SACUpdate(bundle.loss_module, actor_optim=optims[0], critic_optim=optims[1],
                            alpha_optim=optims[2], target_updater=bundle.target_updater, compile=compile_)
         assert (update.actor_losses == update._split_actor_losses) is compile_

@@ -232,13 +232,14 @@ class CrossQFlowLoss(SACFlowLoss):
         return self.qvalue_loss(tensordict)
 
     # -- actor ----------------------------------------------------------------------------
-    def actor_loss(self, tensordict: TensorDictBase) -> tuple[Tensor, dict[str, Tensor]]:
-        """Actor loss of :class:`SACFlowLoss` with the critic in eval mode.
+    def actor_min_q(self, tensordict: TensorDictBase, action: Tensor) -> Tensor:
+        """``min_j Q_j(s, a_θ)`` with the critic in eval mode.
 
-        ``α log p(path_θ|s) − min_j Q_j(s, a_θ) [+ β ‖a_θ − a_buffer‖²]``, where ``Q_j`` uses
-        its running batch-renorm statistics (not updated) and detached parameters. Returns the
-        reduced loss and the metadata of :meth:`SACFlowLoss.actor_loss` (detached
-        ``"log_prob"``, ...).
+        The actor loss of :class:`SACFlowLoss` (``α log p(path_θ|s) − min_j Q_j(s, a_θ)
+        [+ β ‖a_θ − a_buffer‖²]``) is inherited unchanged; only its critic value differs: ``Q_j``
+        uses its running batch-renorm statistics (not updated) and detached parameters. Setting
+        the mode here rather than around the whole ``actor_loss`` keeps the draw and the objective
+        free of it, so :class:`~torchrl_sacflow.training.SACUpdate` can compile them around this call.
         """
         with _module_mode(self.qvalue_network, False):
-            return super().actor_loss(tensordict)
+            return super().actor_min_q(tensordict, action)
