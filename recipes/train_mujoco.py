@@ -68,7 +68,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     col, opt, ev, lg = c["collector"], c["optim"], c["eval"], c["logger"]
     fingerprint = config_fingerprint(c)
     run_dir, _ = open_run_dir(c, run_dir, fingerprint)  # c["resume"] if set, its checkpoint checked
-    threads = set_learner_threads(c["threads"], col["num_workers"])
+    threads = set_learner_threads(c["threads"], col["num_workers"], col["backend"])
     device = resolve_device(c["device"])
     seed_everything(c["seed"])
 

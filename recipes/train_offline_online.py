@@ -81,7 +81,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     fingerprint = config_fingerprint(c)
     run_dir, resume_meta = open_run_dir(c, run_dir, fingerprint)  # c["resume"] if set, its checkpoint checked
     col = c["collector"]
-    threads = set_learner_threads(c["threads"], col["num_workers"])
+    threads = set_learner_threads(c["threads"], col["num_workers"], col["backend"])
     device = resolve_device(c["device"])
     seed_everything(c["seed"])
 

@@ -280,3 +280,16 @@ def test_load_trained_policy_acts_like_the_run(tmp_path):
     assert td["action"].shape == (5, 1)
     with pytest.raises(ConfigError, match="holds no finished run"):
         load_trained_policy(tmp_path / "nope")
+
+
+@pytest.mark.parametrize("env, expected", [
+    ({}, "3000"),                                # the recipes' default (benchmarks/results/learner_threads.md)
+    ({"GOMP_SPINCOUNT": "7"}, "7"),              # a user's own spin count is kept
+    ({"OMP_WAIT_POLICY": "PASSIVE"}, "unset"),   # so is a user's wait policy (no spin count added)
+])
+def test_recipes_set_the_openmp_spin_count_before_torch_loads_unless_the_user_chose(env, expected):
+    code = "import os, sys, recipes; print(os.environ.get('GOMP_SPINCOUNT', 'unset')); print('torch' in sys.modules)"
+    base = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env={**base, **env}, capture_output=True,
+                         text=True, check=True).stdout.split()
+    assert out == [expected, "False"]  # set before torch (and with it libgomp) is imported

@@ -234,7 +234,9 @@ def test_checkpoint_save_is_atomic_replace(tmp_path):
 
 def test_resolve_num_threads():
     cores = available_cores()
-    assert resolve_num_threads("auto", 1) == max(1, cores - 1)
+    assert resolve_num_threads("auto", 1) == cores  # in-process collector: collection and updates alternate
+    assert resolve_num_threads("auto", 1, "ray") == max(1, cores - 1)  # a worker process collects meanwhile
+    assert resolve_num_threads("auto", 2) == max(1, cores - 2)
     assert resolve_num_threads("auto", 64) == 1
     assert resolve_num_threads(3, 2) == 3
     assert resolve_num_threads("2", 1) == 2

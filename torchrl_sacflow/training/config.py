@@ -259,4 +259,4 @@ def validate_train_config(cfg: Mapping[str, Any]) -> None:
     _positive_int(cfg["checkpoint"]["interval"], "checkpoint.interval", minimum=0)
     if cfg["logger"]["backend"] not in LOGGER_BACKENDS:
         raise ConfigError(f"unknown logger.backend {cfg['logger']['backend']!r}: expected one of {LOGGER_BACKENDS}")
-    resolve_num_threads(cfg["threads"], col["num_workers"])
+    resolve_num_threads(cfg["threads"], col["num_workers"], col.get("backend", "local"))

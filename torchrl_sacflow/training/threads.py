@@ -2,7 +2,8 @@
 
 On small machines the learner's threads compete with collector worker processes for the same
 cores; two learner threads on two cores shared with a worker slowed an update 10-30×. So the
-learner takes what the workers leave, and each worker runs single-threaded.
+learner takes what the workers leave (every core when it collects itself), and each worker runs
+single-threaded.
 """
 from __future__ import annotations
 
@@ -23,15 +24,24 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def resolve_num_threads(threads: int | str, num_workers: int = 1) -> int:
+def resolve_num_threads(threads: int | str, num_workers: int = 1, backend: str = "local") -> int:
     """Learner threads for a ``threads`` setting.
 
-    ``"auto"`` gives ``max(1, cores - num_workers)``: each collector worker keeps one core (with
-    ``num_workers=1`` the env steps in the learner's process, and the spare core absorbs the env,
-    the OS and whatever else shares the machine: on a busy 2-core box 2 learner threads ran 5-10×
-    slower than 1). Workers of a ``MultiSyncCollector`` run single-threaded.
+    ``"auto"``: with the in-process collector (``backend="local"``, ``num_workers=1``) the env
+    steps in the learner's process, so collection and updates alternate and the learner takes
+    every core (``preset=paper``'s update ran 1.67× faster with 2 threads than with 1 on an idle
+    2-core machine under the recipes' ``GOMP_SPINCOUNT``, 0.71× beside a busy process:
+    ``benchmarks/results/learner_threads.md``). With worker processes (``num_workers > 1`` or the
+    Ray backend) collection runs at the same time as the updates, so each worker keeps a core and
+    the learner gets ``max(1, cores - num_workers)`` (two learner threads on two cores shared with
+    a worker ran 5-10× slower than one). Workers run single-threaded.
+
+    Raises:
+        ConfigError: ``threads`` is neither ``"auto"`` nor an integer >= 1.
     """
     if threads in ("auto", None):
+        if backend == "local" and int(num_workers) <= 1:
+            return available_cores()
         return max(1, available_cores() - max(int(num_workers), 1))
     text = str(threads).strip()
     if isinstance(threads, bool) or not text.isdigit() or int(text) < 1:
@@ -39,9 +49,9 @@ def resolve_num_threads(threads: int | str, num_workers: int = 1) -> int:
     return int(text)
 
 
-def set_learner_threads(threads: int | str, num_workers: int = 1) -> int:
+def set_learner_threads(threads: int | str, num_workers: int = 1, backend: str = "local") -> int:
     """Resolve ``threads`` and apply it with ``torch.set_num_threads``; return the value used."""
-    n = resolve_num_threads(threads, num_workers)
+    n = resolve_num_threads(threads, num_workers, backend)
     torch.set_num_threads(n)
     return n
 
