@@ -2,6 +2,8 @@
 
     python benchmarks/multimodality.py run       # train every policy on each task, 3 seeds (skips finished runs)
     python benchmarks/multimodality.py report    # table + figure from the finished runs
+    python benchmarks/multimodality.py probe     # the policy class vs the SAC objective on Bandit2 (exact Q)
+    python benchmarks/multimodality.py sweep     # SAC from scratch on Bandit2 over the flow's σ and α
 
 Each run is the MuJoCo recipe on a task of ``torchrl_sacflow/envs/multimodal.py`` with its env
 file's budget (``env=bandit2``: 3 000 steps, 500 random, textbook SAC critic)::
@@ -217,10 +219,11 @@ PROBE_POLICIES = ["flow_t", "flow_g", "flow_mlp", "flow_mlp_blind", "gaussian"]
 KEPT_SHARE, KEPT_TOTAL = 0.25, 0.75
 
 
-def _probe_actor(policy: str):
-    """The recipe's policy group (small networks), σ fixed at 0.10 for the flows (offline-to-online's
-    setting); ``flow_mlp_blind``: the naive flow whose velocity never sees ``A_i`` (a flow that
-    cannot bend its base draw: the control that must fail)."""
+def _probe_actor(policy: str, noise_std: float | None = 0.1):
+    """The recipe's policy group (small networks), flows with σ = ``noise_std`` (0.10, offline-to-online's
+    setting, by default; ``None``: the recipe's learned state-dependent σ); ``flow_mlp_blind``: the
+    naive flow whose velocity never sees ``A_i`` (a flow that cannot bend its base draw: the control
+    that must fail)."""
     import torch
     from omegaconf import OmegaConf
     from torch import nn
@@ -247,7 +250,9 @@ def _probe_actor(policy: str):
         cfg["num_cells"] = [64, 64]
     else:
         cfg["velocity_kwargs"] = {**cfg["velocity_kwargs"], **small[policy]}
-        cfg["noise_std"] = 0.1
+        cfg["noise_std"] = noise_std
+        if noise_std is None:  # the learned σ(s) head, small like the velocity
+            cfg["log_std_kwargs"] = {**cfg["log_std_kwargs"], "hidden_sizes": [64]}
     return make_policy(cfg, spec, 2)
 
 
@@ -260,6 +265,26 @@ def _samples(actor, n: int = 2000) -> np.ndarray:
         return actor(TensorDict({"observation": torch.zeros(n, 2)}, [n]))["action"].numpy()
 
 
+def _sac_exact_q(actor, bandit, *, alpha: float, steps: int, batch: int) -> None:
+    """``steps`` SAC actor steps (:class:`SACFlowLoss`, α fixed) against the bandit's exact Q = r(a)."""
+    import torch
+    from tensordict import TensorDict
+    from tensordict.nn import TensorDictModule
+
+    from torchrl_sacflow import SACFlowLoss
+    from torchrl_sacflow.envs import BanditActionValue
+
+    critic = TensorDictModule(BanditActionValue(bandit), ["observation", "action"], ["state_action_value"])
+    loss = SACFlowLoss(actor, critic, alpha_init=alpha, fixed_alpha=True)
+    params = [p for p in loss.actor_network_params.flatten_keys().values() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=3e-4, betas=(0.5, 0.999))
+    for _ in range(steps):
+        value, _ = loss.actor_loss(TensorDict({"observation": torch.zeros(batch, 2)}, [batch]))
+        opt.zero_grad()
+        value.backward()
+        opt.step()
+
+
 def probe_one(policy: str, seed: int, *, bc_steps: int = 300, sac_steps: int = 500, batch: int = 256) -> dict:
     """Mode fractions of one policy on Bandit2 after: (1) behaviour cloning on demonstrations split
     50/50 between the peaks (flows: flow matching, :class:`FlowMatchingUpdate`; Gaussian: maximum
@@ -267,10 +292,8 @@ def probe_one(policy: str, seed: int, *, bc_steps: int = 300, sac_steps: int = 5
     critic is the bandit's *exact* Q = r(a); and (3) the same SAC steps from a fresh policy."""
     import torch
     from tensordict import TensorDict
-    from tensordict.nn import TensorDictModule
 
-    from torchrl_sacflow import SACFlowLoss
-    from torchrl_sacflow.envs import BanditActionValue, MultimodalBandit
+    from torchrl_sacflow.envs import MultimodalBandit
     from torchrl_sacflow.training.offline_online import FlowMatchingUpdate
 
     bandit = MultimodalBandit(2)
@@ -281,15 +304,7 @@ def probe_one(policy: str, seed: int, *, bc_steps: int = 300, sac_steps: int = 5
         return TensorDict({"observation": torch.zeros(batch, 2), "action": a}, [batch])
 
     def sac(actor) -> None:
-        critic = TensorDictModule(BanditActionValue(bandit), ["observation", "action"], ["state_action_value"])
-        loss = SACFlowLoss(actor, critic, alpha_init=0.01, fixed_alpha=True)
-        params = [p for p in loss.actor_network_params.flatten_keys().values() if p.requires_grad]
-        opt = torch.optim.Adam(params, lr=3e-4, betas=(0.5, 0.999))
-        for _ in range(sac_steps):
-            value, _ = loss.actor_loss(TensorDict({"observation": torch.zeros(batch, 2)}, [batch]))
-            opt.zero_grad()
-            value.backward()
-            opt.step()
+        _sac_exact_q(actor, bandit, alpha=0.01, steps=sac_steps, batch=batch)
 
     def fractions(actor) -> dict:
         actions = _samples(actor)
@@ -394,6 +409,58 @@ def _probe_figure(first_seed: dict, out: Path) -> None:
     plt.close(fig)
 
 
+def sweep(args: argparse.Namespace) -> None:
+    """SAC from scratch on Bandit2 (exact Q) over σ and α: which settings keep both peaks (issue 15)."""
+    import torch
+
+    from torchrl_sacflow.envs import MultimodalBandit
+
+    torch.set_num_threads(1)
+    bandit = MultimodalBandit(2)
+    sigmas = [None if v == "learned" else float(v) for v in args.sigmas]
+    path = RESULTS.parent / "multimodality_sweep.json"
+    done = json.loads(path.read_text()) if path.exists() else {}  # finished cells are kept (skipped)
+    for policy in args.policies:
+        for sigma in sigmas:
+            for alpha in args.alphas:
+                for seed in args.seeds:
+                    key = f"{policy}|{sigma if sigma is not None else 'learned'}|{alpha:g}|{seed}"
+                    if key in done:
+                        continue
+                    torch.manual_seed(seed + 1000)  # the probe's from-scratch seeds
+                    actor = _probe_actor(policy, noise_std=sigma)
+                    _sac_exact_q(actor, bandit, alpha=alpha, steps=args.steps, batch=256)
+                    actions = _samples(actor)
+                    done[key] = {"fractions": bandit.mode_fractions(actions, within=2.5).round(3).tolist(),
+                                 "reward": round(float(bandit.reward(actions).mean()), 3)}
+                    print(key, done[key], flush=True)
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    path.write_text(json.dumps(done, indent=1) + "\n")
+    lines = [
+        "# Multimodality sweep: SAC from scratch on Bandit2, flow σ and α (issue 15)", "",
+        f"`{' '.join(['python benchmarks/multimodality.py', *sys.argv[1:]])}`. Each cell: a fresh policy, "
+        f"{args.steps} SAC actor steps against the bandit's exact Q = r(a) (α fixed, Adam 3e-4, batch 256), "
+        "then 2 000 sampled actions. *kept*: seeds whose samples keep both peaks (≥ "
+        f"{KEPT_SHARE:.0%} within 2.5 widths of each, ≥ {KEPT_TOTAL:.0%} on the two); *smaller peak*: the mean "
+        "over seeds of the smaller peak's share; *reward*: mean r of the samples (1.0 = every sample on a peak "
+        "centre). σ: the flow's noise (`learned`: the recipe's state-dependent σ(s) head); the max-entropy "
+        "optimum π* ∝ exp(r/α) splits its mass 50/50 for every α.", "",
+        "| policy | σ | α | kept | smaller peak | reward |", "|---|---|---|---|---|---|"]
+    for policy in args.policies:
+        for sigma in args.sigmas:
+            for alpha in args.alphas:
+                cells = [done.get(f"{policy}|{sigma if sigma == 'learned' else f'{float(sigma)}'}|{alpha:g}|{seed}")
+                         for seed in args.seeds]
+                cells = [c for c in cells if c is not None]
+                kept = sum(min(c["fractions"]) >= KEPT_SHARE and sum(c["fractions"]) >= KEPT_TOTAL for c in cells)
+                smaller = np.mean([min(c["fractions"]) for c in cells])
+                reward = np.mean([c["reward"] for c in cells])
+                lines.append(f"| {policy} | {sigma} | {alpha:g} | **{kept}/{len(cells)}** | {smaller:.2f} | {reward:.2f} |")
+    out = RESULTS.parent / "multimodality_sweep.md"
+    out.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -406,9 +473,17 @@ def main() -> None:
     sub.add_parser("report")
     p_probe = sub.add_parser("probe", help="the policy class vs the objective on Bandit2 (~2 min per seed)")
     p_probe.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p_sweep = sub.add_parser("sweep", help="SAC from scratch on Bandit2 over the flow's σ and α (~10 s per cell)")
+    p_sweep.add_argument("--policies", nargs="+", default=["flow_t", "flow_mlp"], choices=PROBE_POLICIES[:3])
+    p_sweep.add_argument("--sigmas", nargs="+", default=["0.1", "0.3", "0.6", "learned"])
+    p_sweep.add_argument("--alphas", nargs="+", type=float, default=[0.01, 0.1])
+    p_sweep.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
+    p_sweep.add_argument("--steps", type=int, default=500)
     args = parser.parse_args()
     if args.cmd == "probe":
         return probe(args)
+    if args.cmd == "sweep":
+        return sweep(args)
     if args.cmd == "run":
         run(args)
     report(args)
