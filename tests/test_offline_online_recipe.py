@@ -87,7 +87,7 @@ def test_dataset_forms():
         (["dataset=ogbench", "terminal_rule=dones"], "terminal_rule='dones' applies to Robomimic files only"),
         (["dataset=robomimic", "task_id=2"], "task_id=2 selects an OGBench singletask goal"),
         (["dataset=robomimic", "task=cube-double"], "unknown Robomimic task 'cube-double'"),
-        (["dataset=robomimic", "task=can"], "no scripted demonstrations for task 'can'"),
+        (["dataset=robomimic", "task=square"], "no scripted demonstrations for task 'square' (only 'lift', 'can')"),
         (["scripted_failed_fraction=1.5"], "scripted_failed_fraction must be in [0, 1], got 1.5"),
         (["scripted_action_noise=-1"], "scripted_action_noise must be >= 0"),
         (["dataset=ogbench", "ogbench.transitions=0"], "ogbench.transitions must be an integer >= 1"),
@@ -164,6 +164,33 @@ def test_imperfect_lift_run_and_file(tmp_path):
         else:
             assert not terminated.any() and truncated[-1] and truncated.sum() == 1
             assert not episode["next", "success"].any()
+
+
+def test_can_run_on_scripted_demos(tmp_path):
+    """dataset=robomimic task=can: scripted PickPlaceCan demos (one success, one failed grasp) generated
+    once in the official layout, the env rebuilt from their env_args, then all three phases."""
+    data_dir = tmp_path / "datasets"
+    summary = _train(tmp_path / "run", "dataset=robomimic", "task=can", f"datasets_dir={data_dir}",
+                     "scripted_episodes=2", "scripted_failed_fraction=0.5")
+    _check_phase_logs(tmp_path / "run", summary)
+    path = Path(summary["dataset"])
+    assert path == data_dir / "can_scripted_2_seed0_failed0.5.hdf5"
+    assert summary["family"] == "robomimic" and summary["task"] == "can"
+    with h5py.File(path, "r") as f:
+        assert f["data"].attrs["env"] == "PickPlaceCan"
+        assert yaml.safe_load(f["data"].attrs["env_args"])["env_name"] == "PickPlaceCan"
+        demos = {g.attrs["outcome"]: g for g in f["data"].values()}
+        assert sorted(demos) == ["failed", "success"]
+        success, failed = demos["success"], demos["failed"]
+        assert success["rewards"][-1] == 1.0 and success["dones"][-1] == 1 and success["rewards"][:-1].sum() == 0
+        assert failed["rewards"][()].sum() == 0 and failed["actions"].shape[0] == 250  # the whole attempt
+        # the can (robosuite 1.5's object-state: Can_pos at 7:10) ends in its bin (y ≈ +0.40) in the
+        # successful demo, and stays in the start bin (y < 0) in the failed one
+        assert success["obs"]["object"].shape[1] == 14
+        assert success["next_obs"]["object"][-1, 8] > 0.3 and failed["next_obs"]["object"][-1, 8] < 0.0
+    assert summary["data"]["episodes"] == 2 and summary["data"]["episodes_with_success"] == 1
+    saved = OmegaConf.load(tmp_path / "run" / "config.yaml")
+    assert saved.env.id == "robomimic-can"
 
 
 def test_scripted_options_keep_default_demos(tmp_path):

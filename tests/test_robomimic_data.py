@@ -280,8 +280,8 @@ def test_legacy_format_file_loads(legacy_lift_file):
 
 
 def test_unsupported_tasks_raise_clear_errors(tmp_path):
-    with pytest.raises(NotImplementedError, match="no scripted policy for task 'can'"):
-        generate_scripted_demos(tmp_path / "x.hdf5", task="can", episodes=1)
+    with pytest.raises(NotImplementedError, match="no scripted policy for task 'square'"):
+        generate_scripted_demos(tmp_path / "x.hdf5", task="square", episodes=1)
     with pytest.raises(ValueError, match="unknown Robomimic task 'stack'"):
         generate_scripted_demos(tmp_path / "x.hdf5", task="stack", episodes=1)
     assert not (tmp_path / "x.hdf5").exists()

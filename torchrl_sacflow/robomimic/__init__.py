@@ -6,8 +6,8 @@
   dataset registry.
 * :func:`make_robomimic_env` rebuilds the matching robosuite task from the
   file's ``env_args`` as a TorchRL environment with the same chunk semantics.
-* :func:`generate_scripted_demos` writes a small scripted Lift dataset in the
-  Robomimic format for machines without the official files.
+* :func:`generate_scripted_demos` writes a small scripted Lift or Can dataset in
+  the Robomimic format for machines without the official files.
 
 robosuite is imported lazily, so the data side works without it.
 """
@@ -33,7 +33,8 @@ from torchrl_sacflow.robomimic.env import (
 
 # the ``python -m`` module's functions, imported on first use (see torchrl_sacflow._lazy)
 __getattr__ = lazy_attributes(
-    __name__, "scripted_demos", ["generate_scripted_demos", "ScriptedLiftPolicy", "lift_env_args"]
+    __name__, "scripted_demos", ["SCRIPTED_TASKS", "ScriptedLiftPolicy", "ScriptedPickPlacePolicy",
+                                 "generate_scripted_demos", "lift_env_args", "robomimic_env_args"]
 )
 
 __all__ = [
@@ -41,7 +42,9 @@ __all__ = [
     "RobomimicDatasetError",
     "RobomimicEnv",
     "RobomimicEnvError",
+    "SCRIPTED_TASKS",
     "ScriptedLiftPolicy",
+    "ScriptedPickPlacePolicy",
     "generate_scripted_demos",
     "lift_env_args",
     "list_demos",
@@ -52,6 +55,7 @@ __all__ = [
     "make_robosuite_env",
     "read_env_args",
     "register_robomimic_dataset",
+    "robomimic_env_args",
     "robosuite_kwargs_from_env_args",
     "to_composite_controller_config",
 ]

@@ -140,6 +140,21 @@ def to_composite_controller_config(controller_configs: Any, robots: Sequence[str
     return convert(controller_configs, robots[0])
 
 
+def _init_parameters(cls: type) -> set[str]:
+    """Keyword arguments ``cls(...)`` takes: its ``__init__``'s parameters and, where that passes
+    ``**kwargs`` on (robosuite's ``PickPlaceCan(**kwargs)`` → ``PickPlace.__init__``), its bases'."""
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        params = inspect.signature(init).parameters.values()
+        names.update(p.name for p in params if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL))
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            break
+    return names
+
+
 def robosuite_kwargs_from_env_args(
     env_args: dict[str, Any], *, seed: int | None = None, hard_reset: bool = False
 ) -> tuple[str, dict[str, Any]]:
@@ -198,7 +213,7 @@ def robosuite_kwargs_from_env_args(
     if recorded_pre_15 and "lite_physics" not in kwargs:
         kwargs["lite_physics"] = False
 
-    accepted = inspect.signature(REGISTERED_ENVS[env_name].__init__).parameters
+    accepted = _init_parameters(REGISTERED_ENVS[env_name])
     unknown = sorted(k for k in kwargs if k not in accepted)
     if unknown:
         warnings.warn(

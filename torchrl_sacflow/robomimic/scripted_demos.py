@@ -10,7 +10,8 @@ Usage::
 
     python -m torchrl_sacflow.robomimic.scripted_demos --task lift --episodes 20 --out lift.hdf5
 
-Only Lift has a scripted policy; the other Robomimic tasks raise a clear error.
+Lift and Can (``PickPlaceCan``: pick the can, carry it over its bin, let go) have a scripted policy;
+Square raises a clear error.
 
 **Imperfect demonstrations.** Three options weaken the data (all off by default, and with all of
 them off the demos are the same as without them):
@@ -44,9 +45,12 @@ import numpy as np
 __all__ = [
     "ROBOMIMIC_TASKS",
     "DEMO_OUTCOMES",
+    "SCRIPTED_TASKS",
     "ScriptedLiftPolicy",
+    "ScriptedPickPlacePolicy",
     "generate_scripted_demos",
     "lift_env_args",
+    "robomimic_env_args",
     "main",
 ]
 
@@ -56,6 +60,10 @@ ROBOMIMIC_TASKS = {
     "can": "PickPlaceCan",
     "square": "NutAssemblySquare",
 }
+
+#: Tasks with a scripted policy, and the step limit of one attempt (scripted Lift succeeds in ~45
+#: steps, Can in ~110-145).
+SCRIPTED_TASKS = {"lift": 100, "can": 250}
 
 #: What a recorded demo is (its ``outcome`` attribute): a success, a success cut short, a failed rollout.
 DEMO_OUTCOMES = ("success", "early_stop", "failed")
@@ -83,9 +91,15 @@ _LEGACY_OSC_POSE = {
 
 
 def lift_env_args(controller_format: str = "composite") -> dict[str, Any]:
-    """Robomimic ``env_args`` for Lift with a Panda arm under OSC_POSE control at 20 Hz.
+    """Robomimic ``env_args`` for Lift (:func:`robomimic_env_args` with ``task="lift"``)."""
+    return robomimic_env_args("lift", controller_format)
+
+
+def robomimic_env_args(task: str = "lift", controller_format: str = "composite") -> dict[str, Any]:
+    """Robomimic ``env_args`` for ``task`` with a Panda arm under OSC_POSE control at 20 Hz.
 
     Args:
+        task (str, optional): a key of :data:`ROBOMIMIC_TASKS`. Defaults to ``"lift"``.
         controller_format (str, optional): ``"composite"`` writes robosuite 1.5's
             composite controller config; ``"legacy"`` writes the flat pre-1.5
             config used by the official Robomimic datasets. Both describe the
@@ -120,38 +134,49 @@ def lift_env_args(controller_format: str = "composite") -> dict[str, Any]:
         # pin the 1.5 physics default so the file says how it was recorded
         env_kwargs["lite_physics"] = True
     return {
-        "env_name": "Lift",
+        "env_name": ROBOMIMIC_TASKS[task],
         "env_version": robosuite.__version__,
         "type": 1,
         "env_kwargs": env_kwargs,
     }
 
 
-class ScriptedLiftPolicy:
-    """A closed-loop Lift policy: hover over the cube, descend, close the gripper, lift.
+class ScriptedPickPlacePolicy:
+    """A closed-loop pick(-and-place) policy: hover over the object, descend, close the gripper,
+    lift; with a ``place_at`` target, then carry the object above it, lower it and let go.
 
-    It reads Robomimic-named observations (``"robot0_eef_pos"`` and
-    ``"object"``, whose first three entries are the cube position) and outputs
-    a 7-d OSC_POSE delta action ``[dx, dy, dz, 0, 0, 0, gripper]`` in ``[-1, 1]``
-    (gripper ``-1`` open, ``+1`` closed).
+    It reads Robomimic-named observations (``"robot0_eef_pos"`` and ``"object"``, whose entries
+    ``object_slice`` are the object's position) and outputs a 7-d OSC_POSE delta action
+    ``[dx, dy, dz, 0, 0, 0, gripper]`` in ``[-1, 1]`` (gripper ``-1`` open, ``+1`` closed).
 
     Args:
         noise (float, optional): std of Gaussian noise added to the translation
             part of the action, so demonstrations are not all identical.
             Defaults to ``0.1``.
         rng (np.random.Generator, optional): noise generator.
+        place_at (array-like, optional): ``(x, y, z)`` where the object goes (robosuite world
+            frame, m); ``None`` (Lift) holds it up. Defaults to ``None``.
+        object_slice (slice, optional): the object's position in ``"object"``. Defaults to the
+            first three entries (Lift's cube).
+        hover (float, optional): height above the object's position to descend from (m).
+        grasp (float, optional): height of the grasp point above the object's position (m).
+        lift (float, optional): how high to lift after the grasp (m above the grasp point).
 
     A failed rollout is scripted with :meth:`reset`'s ``release_after``: the gripper opens again
-    after that many closing steps and the arm lifts without the cube.
+    after that many closing steps and the arm lifts without the object.
     """
 
     _GAIN = 10.0
-    _HOVER = 0.06
     _GRASP_STEPS = 8
 
-    def __init__(self, noise: float = 0.1, rng: np.random.Generator | None = None):
+    def __init__(self, noise: float = 0.1, rng: np.random.Generator | None = None, *, place_at=None,
+                 object_slice: slice = slice(0, 3), hover: float = 0.06, grasp: float = -0.005,
+                 lift: float = 0.15):
         self.noise = float(noise)
         self.rng = rng if rng is not None else np.random.default_rng()
+        self.place_at = None if place_at is None else np.asarray(place_at, dtype=np.float64)
+        self.object_slice = object_slice
+        self.hover, self.grasp, self.lift = float(hover), float(grasp), float(lift)
         self.reset()
 
     def reset(self, release_after: int | None = None) -> None:
@@ -168,15 +193,15 @@ class ScriptedLiftPolicy:
 
     def __call__(self, obs: dict[str, np.ndarray]) -> np.ndarray:
         eef = np.asarray(obs["robot0_eef_pos"], dtype=np.float64)
-        cube = np.asarray(obs["object"], dtype=np.float64)[:3]
+        obj = np.asarray(obs["object"], dtype=np.float64)[self.object_slice]
         gripper = -1.0
         if self.phase == "hover":
-            target = cube + np.array([0.0, 0.0, self._HOVER])
+            target = obj + np.array([0.0, 0.0, self.hover])
             err = target - eef
             if np.linalg.norm(err[:2]) < 0.01 and abs(err[2]) < 0.02:
                 self.phase = "descend"
         if self.phase == "descend":
-            target = cube - np.array([0.0, 0.0, 0.005])
+            target = obj + np.array([0.0, 0.0, self.grasp])
             err = target - eef
             if np.linalg.norm(err) < 0.01:
                 self.phase = "grasp"
@@ -186,10 +211,20 @@ class ScriptedLiftPolicy:
             self._grasp_count += 1
             if self._grasp_count > self._GRASP_STEPS:
                 self.phase = "lift"
-                self._lift_z = eef[2] + 0.15
+                self._lift_z = eef[2] + self.lift
         if self.phase == "lift":
             target = np.array([eef[0], eef[1], self._lift_z])
             gripper = 1.0
+            if self.place_at is not None and abs(self._lift_z - eef[2]) < 0.02:
+                self.phase = "carry"
+        if self.phase == "carry":  # above the target at the lift height, object held
+            target = np.array([self.place_at[0], self.place_at[1], self._lift_z])
+            gripper = 1.0
+            if np.linalg.norm(target[:2] - eef[:2]) < 0.02:
+                self.phase = "release"
+        if self.phase == "release":  # let go above the target and stay
+            target = np.array([self.place_at[0], self.place_at[1], self._lift_z])
+            gripper = -1.0
         if gripper > 0 and self.release_after is not None and self._grasp_count > self.release_after:
             gripper = -1.0
         move = np.clip(self._GAIN * (target - eef), -1.0, 1.0)
@@ -199,6 +234,39 @@ class ScriptedLiftPolicy:
         action[:3] = np.clip(move, -1.0, 1.0)
         action[6] = gripper
         return action
+
+
+class ScriptedLiftPolicy(ScriptedPickPlacePolicy):
+    """The Lift policy: hover over the cube, descend, close the gripper, lift (no place target).
+
+    Args:
+        noise (float, optional): std of Gaussian noise on the translation part of the action.
+            Defaults to ``0.1``.
+        rng (np.random.Generator, optional): noise generator.
+    """
+
+    def __init__(self, noise: float = 0.1, rng: np.random.Generator | None = None):
+        super().__init__(noise, rng)
+
+
+def _scripted_policy(task: str, env, *, noise: float, rng: np.random.Generator) -> ScriptedPickPlacePolicy:
+    """The scripted policy of ``task`` for the robosuite ``env``.
+
+    Can: the can's position is found in the ``"object"`` observation by value (robosuite 1.5
+    orders it ``[Can_to_eef_pos, Can_to_eef_quat, Can_pos, Can_quat]``, the official files'
+    robosuite 1.2 ``[Can_pos, Can_quat, ...]``), the target is the can bin's placement; the
+    gripper closes 2 cm above the can's centre (lower, the fingers hit the table).
+    """
+    if task == "lift":
+        return ScriptedLiftPolicy(noise=noise, rng=rng)
+    raw = env.reset()
+    state, position = np.asarray(raw["object-state"]), np.asarray(raw["Can_pos"])
+    starts = [i for i in range(len(state) - 2) if np.allclose(state[i:i + 3], position)]
+    if not starts:
+        raise RuntimeError("the Can position is not part of robosuite's object-state observation")
+    target = np.asarray(env.target_bin_placements[env.object_to_id["can"]], dtype=np.float64)
+    return ScriptedPickPlacePolicy(noise=noise, rng=rng, place_at=target, object_slice=slice(starts[0], starts[0] + 3),
+                                   hover=0.08, grasp=0.02, lift=0.2)
 
 
 def _robomimic_obs(raw: dict[str, Any], prefix: str = "robot0_") -> dict[str, np.ndarray]:
@@ -212,7 +280,7 @@ def _robomimic_obs(raw: dict[str, Any], prefix: str = "robot0_") -> dict[str, np
 
 def _rollout(
     env,
-    policy: ScriptedLiftPolicy,
+    policy: ScriptedPickPlacePolicy,
     max_steps: int,
     *,
     release_after: int | None = None,
@@ -221,7 +289,7 @@ def _rollout(
 ) -> tuple[dict[str, Any], bool, int]:
     """Runs one episode until the first success or ``max_steps``; returns its arrays.
 
-    ``release_after`` scripts a failed grasp (:meth:`ScriptedLiftPolicy.reset`); ``action_noise``
+    ``release_after`` scripts a failed grasp (:meth:`ScriptedPickPlacePolicy.reset`); ``action_noise``
     adds Gaussian noise (drawn from ``rng``) to every action entry, then clips to ``[-1, 1]``.
     """
     policy.reset(release_after=release_after)
@@ -274,7 +342,7 @@ def generate_scripted_demos(
     episodes: int = 20,
     seed: int = 0,
     controller_format: str = "composite",
-    max_steps: int = 100,
+    max_steps: int | None = None,
     valid_fraction: float = 0.1,
     noise: float = 0.1,
     max_attempts: int | None = None,
@@ -293,17 +361,18 @@ def generate_scripted_demos(
 
     Args:
         path (str or path-like): output file (overwritten).
-        task (str, optional): Robomimic task name; only ``"lift"`` is scripted.
-            Defaults to ``"lift"``.
+        task (str, optional): Robomimic task name with a scripted policy
+            (:data:`SCRIPTED_TASKS`: ``"lift"``, ``"can"``). Defaults to ``"lift"``.
         episodes (int, optional): number of successful demos to record. Defaults to ``20``.
         seed (int, optional): seeds the environment (initial placements) and
             the policy noise. Defaults to ``0``.
         controller_format (str, optional): ``"composite"`` or ``"legacy"``
-            (see :func:`lift_env_args`). Defaults to ``"composite"``.
-        max_steps (int, optional): step limit of an attempt. Defaults to ``100``.
+            (see :func:`robomimic_env_args`). Defaults to ``"composite"``.
+        max_steps (int, optional): step limit of an attempt. Defaults to the task's
+            :data:`SCRIPTED_TASKS` entry (Lift 100, Can 250).
         valid_fraction (float, optional): fraction of demos in ``mask/valid``
             (at least one when there are two demos or more). Defaults to ``0.1``.
-        noise (float, optional): action noise of :class:`ScriptedLiftPolicy`. Defaults to ``0.1``.
+        noise (float, optional): action noise of the scripted policy (:class:`ScriptedPickPlacePolicy`). Defaults to ``0.1``.
         max_attempts (int, optional): bound on attempts. Defaults to ``2 * episodes + 10``.
         action_noise (float, optional): std of extra Gaussian noise on every action entry
             (before clipping to ``[-1, 1]``). Defaults to ``0.0``.
@@ -334,11 +403,13 @@ def generate_scripted_demos(
         raise ValueError(
             f"unknown Robomimic task {task!r} (known: {sorted(ROBOMIMIC_TASKS)})"
         )
-    if task_key != "lift":
+    if task_key not in SCRIPTED_TASKS:
         raise NotImplementedError(
             f"no scripted policy for task {task!r} ({ROBOMIMIC_TASKS[task_key]}); "
-            "only 'lift' can be generated, use an official Robomimic file for the others"
+            f"only {', '.join(map(repr, SCRIPTED_TASKS))} can be generated, use an official Robomimic file for the others"
         )
+    if max_steps is None:
+        max_steps = SCRIPTED_TASKS[task_key]
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
     if not action_noise >= 0:
@@ -349,10 +420,10 @@ def generate_scripted_demos(
     if max_attempts is None:
         max_attempts = 2 * episodes + 10
 
-    env_args = lift_env_args(controller_format)
+    env_args = robomimic_env_args(task_key, controller_format)
     env = make_robosuite_env(env_args, seed=seed)
     env_build_s = time.perf_counter() - start
-    policy = ScriptedLiftPolicy(noise=noise, rng=np.random.default_rng(seed + 1))
+    policy = _scripted_policy(task_key, env, noise=noise, rng=np.random.default_rng(seed + 1))
     model_xml = env.sim.model.get_xml()
     # the imperfections draw from their own generator: with all of them off, the demos are unchanged
     weak_rng = np.random.default_rng([seed, 2])
@@ -365,7 +436,7 @@ def generate_scripted_demos(
     rollout_start = time.perf_counter()
     while len(demos) < episodes and attempts < max_attempts:
         fail = len(demos) in failed_slots
-        release_after = int(weak_rng.integers(1, ScriptedLiftPolicy._GRASP_STEPS + 1)) if fail else None
+        release_after = int(weak_rng.integers(1, ScriptedPickPlacePolicy._GRASP_STEPS + 1)) if fail else None
         steps, success, n = _rollout(env, policy, max_steps, release_after=release_after,
                                      action_noise=action_noise, rng=weak_rng)
         attempts += 1
@@ -443,12 +514,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         prog="python -m torchrl_sacflow.robomimic.scripted_demos",
         description="Write scripted demonstrations in the Robomimic HDF5 format.",
     )
-    parser.add_argument("--task", default="lift", help="Robomimic task (only 'lift' is scripted)")
+    parser.add_argument("--task", default="lift", help=f"Robomimic task with a scripted policy: {', '.join(SCRIPTED_TASKS)}")
     parser.add_argument("--episodes", type=int, default=20, help="demos to record (failed ones included)")
     parser.add_argument("--out", required=True, help="output .hdf5 path")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--controller-format", choices=("composite", "legacy"), default="composite")
-    parser.add_argument("--max-steps", type=int, default=100, help="step limit of one attempt")
+    parser.add_argument("--max-steps", type=int, default=None, help="step limit of one attempt (default: lift 100, can 250)")
     parser.add_argument("--noise", type=float, default=0.1, help="policy action noise std")
     parser.add_argument("--max-attempts", type=int, default=None, help="bound on attempts (default 2 x episodes + 10)")
     weak = parser.add_argument_group("imperfect demonstrations (all off by default)")

@@ -82,13 +82,13 @@ def _check_dataset(cfg: Mapping[str, Any]) -> None:
     family, file = parse_dataset(cfg["dataset"])
     task = cfg["task"] or DATASET_FAMILIES[family]["task"]
     if family == "robomimic":
-        from torchrl_sacflow.robomimic.scripted_demos import ROBOMIMIC_TASKS
+        from torchrl_sacflow.robomimic.scripted_demos import ROBOMIMIC_TASKS, SCRIPTED_TASKS
 
         if task not in ROBOMIMIC_TASKS:
             raise ConfigError(f"unknown Robomimic task {task!r}: expected one of {', '.join(ROBOMIMIC_TASKS)}")
-        if file is None and task != "lift":
+        if file is None and task not in SCRIPTED_TASKS:
             raise ConfigError(
-                f"no scripted demonstrations for task {task!r} (only 'lift'): "
+                f"no scripted demonstrations for task {task!r} (only {', '.join(map(repr, SCRIPTED_TASKS))}): "
                 f"pass dataset=robomimic:/path/to/{task}/mh/low_dim.hdf5"
             )
         if cfg["task_id"] is not None:

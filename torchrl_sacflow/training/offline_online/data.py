@@ -57,7 +57,7 @@ def resolve_dataset(
 
     A given ``dataset`` is returned as is (the loader reports a missing or broken file). ``None``
     means the scripted ``task`` demonstrations, generated on first use (~1.5 s per episode here)
-    and reused afterwards; only Lift has a scripted policy.
+    and reused afterwards; Lift and Can have a scripted policy.
 
     Keyword Args:
         task (str): the Robomimic task.
@@ -73,9 +73,12 @@ def resolve_dataset(
     """
     if dataset is not None:
         return Path(dataset).expanduser(), False
-    if task != "lift":
+    from torchrl_sacflow.robomimic.scripted_demos import SCRIPTED_TASKS
+
+    if task not in SCRIPTED_TASKS:
         raise ConfigError(
-            f"no scripted demonstrations for task {task!r} (only 'lift'): pass dataset=/path/to/{task}/mh/low_dim.hdf5"
+            f"no scripted demonstrations for task {task!r} (only {', '.join(map(repr, SCRIPTED_TASKS))}): "
+            f"pass dataset=/path/to/{task}/mh/low_dim.hdf5"
         )
     unknown = sorted(set(weak_options) - set(SCRIPTED_WEAK_OPTIONS))
     if unknown:
