@@ -1,6 +1,6 @@
 """Offline-to-online SAC Flow from weak data (issue 19): the success rate after flow-matching
 pre-training and after online fine-tuning, with the proximity term and without it (β = 0), for
-Flow-T and Flow-G, on scripted Lift with imperfect demos and on OGBench cube-double.
+Flow-T and Flow-G, on scripted Lift with imperfect demos, scripted Can and OGBench cube-double.
 
     python benchmarks/offline_to_online.py run                          # all rows, seeds 0-2 (~3 h on 2 cores)
     python benchmarks/offline_to_online.py run --tasks lift_weak --seeds 0 --policies flow_t
@@ -59,6 +59,10 @@ TASKS: dict[str, tuple[list[str], str]] = {
          "scripted_p_early_stop=0.2", "eval.num_episodes=20"],
         "scripted Robomimic Lift, 30 imperfect demos: 12 failed grasps, action noise 0.1, 20 % of the successes "
         "cut short; pre-training alone reached 0.55 in a one-seed probe (docs/robomimic_data.md)"),
+    "can": (
+        ["dataset=robomimic", "task=can", "scripted_episodes=30", "scripted_failed_fraction=0.2",
+         "eval.num_episodes=10"],
+        "scripted Robomimic Can (PickPlaceCan), 30 demos of which 6 failed grasps; 200-step episodes"),
     "cube_double": (
         ["dataset=ogbench", "task=cube-double", "ogbench.transitions=100000", "eval.num_episodes=5"],
         "OGBench cube-double, OGBench's default singletask goal (task 2), 100 000 generated play transitions, "
