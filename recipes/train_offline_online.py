@@ -96,7 +96,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     actor = make_policy(c["policy"], eval_env.action_spec, obs_dim).to(device)
     losses = make_chunked_sac_flow_loss(
         actor, c["critic"], observation_dim=obs_dim, action_width=width, action_chunk=h, gamma=c["gamma"],
-        alpha_init=opt["alpha_init"], fixed_alpha=not opt["autotune_alpha"], target_entropy=opt["target_entropy"])
+        alpha_init=opt["alpha_init"], fixed_alpha=not opt["autotune_alpha"], target_entropy=opt["target_entropy"],
+        proximity_loss=c["beta"]["loss"])
     loss = losses.loss_module.to(device)
     actor_optim, critic_optim, alpha_optim = make_optimizers(
         loss, actor_lr=opt["actor_lr"], critic_lr=opt["critic_lr"], alpha_lr=opt["alpha_lr"],

@@ -521,3 +521,47 @@ def test_alpha_objective_gradient(objective):
 def test_bad_alpha_objective():
     with pytest.raises(ValueError, match="alpha_objective"):
         _loss(alpha_objective="alpha2")
+
+
+def _train_proximity_only(proximity_loss: str, steps: int = 300) -> torch.Tensor:
+    """Actor steps on buffer actions split between (±0.6, 0), β large (the critic's pull is noise
+    next to it), α tiny; returns 2 000 sampled actions."""
+    from torchrl.envs.utils import ExplorationType, set_exploration_type
+
+    torch.manual_seed(0)
+    actor = make_flow_actor(_spec(), N_OBS, velocity="mlp", num_steps=4, noise_std=0.05,
+                            velocity_kwargs={"hidden_sizes": (64, 64)})
+    loss = SACFlowLoss(actor, make_qvalue(N_OBS, N_ACT, num_cells=(16,)), proximity_coef=100.0,
+                       proximity_loss=proximity_loss, alpha_init=1e-4)
+    opt = torch.optim.Adam(actor.parameters(), lr=3e-3)
+    peaks = torch.tensor([[-0.6, 0.0], [0.6, 0.0]])
+    for _ in range(steps):
+        td = TensorDict({"observation": torch.zeros(256, N_OBS),
+                         "action": peaks[torch.randint(0, 2, (256,))] + 0.02 * torch.randn(256, N_ACT)}, [256])
+        value, _ = loss.actor_loss(td)
+        opt.zero_grad()
+        value.backward()
+        opt.step()
+    with torch.no_grad(), set_exploration_type(ExplorationType.RANDOM):
+        return actor(TensorDict({"observation": torch.zeros(2000, N_OBS)}, [2000]))["action"]
+
+
+def test_flow_matching_proximity_keeps_both_modes_of_the_buffer_where_l2_averages_them():
+    """β‖a_θ − a_buffer‖² pulls every sample towards each buffer action, i.e. to their mean (0, 0);
+    β·L_FM(θ; s, a_buffer) fits the buffer's distribution, both modes."""
+    def shares(actions):
+        near = [((actions - torch.tensor([x, 0.0])).norm(dim=-1) < 0.2).float().mean().item() for x in (-0.6, 0.6)]
+        return near, (actions.norm(dim=-1) < 0.2).float().mean().item()
+
+    (left, right), centre = shares(_train_proximity_only("flow_matching"))
+    assert left > 0.25 and right > 0.25 and centre < 0.2, (left, right, centre)
+    (left, right), centre = shares(_train_proximity_only("l2"))
+    assert left < 0.1 and right < 0.1 and centre > 0.8, (left, right, centre)
+
+
+def test_bad_proximity_loss_and_flow_matching_proximity_needs_a_flow():
+    with pytest.raises(ValueError, match="proximity_loss must be 'l2' or 'flow_matching'"):
+        _loss("gru", proximity_coef=1.0, proximity_loss="kl")
+    with pytest.raises(ValueError, match="needs a flow actor"):
+        SACFlowLoss(_gaussian_actor(), make_qvalue(N_OBS, N_ACT, num_cells=(16,)), proximity_coef=1.0,
+                    proximity_loss="flow_matching")

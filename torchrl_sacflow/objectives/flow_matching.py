@@ -12,7 +12,24 @@ from torchrl.objectives import LossModule
 from torchrl_sacflow.modules.flow_actor import FlowRollout, FlowStateModule
 from torchrl_sacflow._fast.actor_binding import BoundActorParams
 
-__all__ = ["FlowMatchingLoss"]
+__all__ = ["FlowMatchingLoss", "flow_matching_error"]
+
+
+def flow_matching_error(rollout: FlowRollout, observation: torch.Tensor, action: torch.Tensor,
+                        action_eps: float = 1e-4) -> torch.Tensor:
+    """Per-sample flow-matching error ``‖(A_1 − A_0) − v_θ(t, (1 − t) A_0 + t A_1, s)‖²``.
+
+    ``A_1`` is the data ``action`` mapped back through the rollout's rescale and tanh (clipped to
+    ``±(1 − action_eps)`` before ``atanh``), ``A_0 ~ N(0, I)``, ``t ~ U[0, 1]`` per sample
+    (docs/algorithm.md §1). Shapes: ``observation [*B, obs_dim]``, ``action [*B, d]`` → ``[*B]``.
+    The velocity's parameters must be in the module (a loss's ``_actor_params()`` context).
+    """
+    unit = (action - rollout.action_loc) / rollout.action_scale
+    a1 = torch.atanh(unit.clamp(-1 + action_eps, 1 - action_eps))
+    a0 = torch.randn_like(a1)
+    t = torch.rand((*a1.shape[:-1], 1), device=a1.device, dtype=a1.dtype)
+    v = rollout.velocity((1 - t) * a0 + t * a1, observation, t)
+    return (a1 - a0 - v).pow(2).sum(-1)
 
 
 class FlowMatchingLoss(BoundActorParams, LossModule):
@@ -114,12 +131,7 @@ class FlowMatchingLoss(BoundActorParams, LossModule):
         obs = [tensordict.get(k) for k in self.observation_keys]
         obs = obs[0] if len(obs) == 1 else torch.cat(obs, dim=-1)
         with self._actor_params():  # the loss's parameters and buffers (action bounds included)
-            a1 = self.pre_tanh_target(tensordict.get(self.tensor_keys.action))
-            a0 = torch.randn_like(a1)
-            t = torch.rand((*a1.shape[:-1], 1), device=a1.device, dtype=a1.dtype)
-            a_t = (1 - t) * a0 + t * a1
-            v = self._rollout.velocity(a_t, obs, t)
-        loss = (a1 - a0 - v).pow(2).sum(-1)
+            loss = flow_matching_error(self._rollout, obs, tensordict.get(self.tensor_keys.action), self.action_eps)
         loss = self._reduce_loss(loss, tensordict=tensordict)
         batch = tensordict.batch_size if self.reduction == "none" else []
         return TensorDict({"loss_flow_matching": loss}, batch_size=batch)

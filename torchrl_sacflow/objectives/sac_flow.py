@@ -16,6 +16,7 @@ from torchrl.objectives.sac import compute_rsample_log_prob
 
 from torchrl_sacflow.modules.actor_norm import ActorBatchRenorm, batch_statistics
 from torchrl_sacflow.modules.flow_actor import FlowRollout
+from torchrl_sacflow.objectives.flow_matching import flow_matching_error
 from torchrl_sacflow._fast.sac_loss import FastSACLoss
 
 __all__ = ["SACFlowLoss", "path_target_entropy"]
@@ -63,7 +64,10 @@ class SACFlowLoss(FastSACLoss):
 
     * flow-policy defaults: target entropy 0, α initialised at 0.2, squared-error critic loss;
     * the offline-to-online proximity term ``β ‖a_θ − a_buffer‖²`` added to the actor loss, with
-      ``β`` (:attr:`proximity_coef`) a settable attribute that can be annealed during training;
+      ``β`` (:attr:`proximity_coef`) a settable attribute that can be annealed during training, or
+      (``proximity_loss="flow_matching"``) ``β L_FM(θ; s, a_buffer)``, the flow-matching error of the
+      buffer action, which holds the policy to the data's *distribution* where the squared distance
+      pulls every sample towards each buffer action, i.e. towards their conditional mean;
     * an optional diagnostic: the per-step gradient norms ``‖∂L_actor/∂A_i‖``, ``i = 0..K−1``
       (paper Fig. 6a), returned detached under ``"path_grad_norm"`` (shape ``[K]``; for each step
       the per-sample norm averaged over the batch). It costs one extra backward pass through the
@@ -88,6 +92,9 @@ class SACFlowLoss(FastSACLoss):
         proximity_coef (float, optional): β of the proximity term. ``None`` (default) switches the
             term off entirely (no ``"proximity"`` entry in the output); a number switches it on,
             and ``0.0`` keeps the entry while giving it no weight.
+        proximity_loss (str): ``"l2"`` (default, the paper's ``‖a_θ − a_buffer‖²``) or
+            ``"flow_matching"`` (:func:`~torchrl_sacflow.objectives.flow_matching.flow_matching_error`
+            of ``(s, a_buffer)``; flow actors only). Both are summed over the action entries.
         log_path_grad_norms (bool): compute the per-step gradient diagnostic. Default ``False``.
         alpha_objective (str): the temperature loss. ``"log_alpha"`` (default, TorchRL's ``SACLoss``):
             ``−log α · (log π + H̄)``, so Adam moves ``log α`` at its full step whatever α is;
@@ -147,10 +154,13 @@ class SACFlowLoss(FastSACLoss):
         alpha_init: float = 0.2,
         target_entropy: str | float = 0.0,
         proximity_coef: float | None = None,
+        proximity_loss: str = "l2",
         log_path_grad_norms: bool = False,
         alpha_objective: str = "log_alpha",
         **kwargs,
     ) -> None:
+        if proximity_loss not in ("l2", "flow_matching"):
+            raise ValueError(f"proximity_loss must be 'l2' or 'flow_matching', got {proximity_loss!r}")
         if alpha_objective not in ("log_alpha", "alpha"):
             raise ValueError(f"alpha_objective must be 'log_alpha' or 'alpha', got {alpha_objective!r}")
         if kwargs.get("value_network") is not None:
@@ -177,6 +187,9 @@ class SACFlowLoss(FastSACLoss):
         )
         if self.log_path_grad_norms and self._flow_rollout is None:
             raise ValueError("log_path_grad_norms=True needs a flow actor (built by make_flow_actor)")
+        if proximity_loss == "flow_matching" and self._flow_rollout is None:
+            raise ValueError("proximity_loss='flow_matching' needs a flow actor (built by make_flow_actor)")
+        self.proximity_loss = proximity_loss
         self._extras: dict[str, Tensor] = {}
         self._actor_has_batch_norm = any(isinstance(m, ActorBatchRenorm) for m in self.actor_network.modules())
 
@@ -253,7 +266,10 @@ class SACFlowLoss(FastSACLoss):
         metadata = {"log_prob": log_prob.detach()}
         if self._use_proximity:
             a_buffer = tensordict.get(self.tensor_keys.action)
-            sq_dist = (a_reparm - a_buffer).pow(2).sum(-1)
+            if self.proximity_loss == "flow_matching":
+                sq_dist = self._flow_matching_error(tensordict, a_buffer)
+            else:
+                sq_dist = (a_reparm - a_buffer).pow(2).sum(-1)
             loss_actor = loss_actor + self._proximity_coef * sq_dist
             metadata["proximity"] = sq_dist.detach().mean()
         if self.log_path_grad_norms:
@@ -262,6 +278,14 @@ class SACFlowLoss(FastSACLoss):
         # SACLoss.forward only reads "log_prob" from the metadata: keep the rest for our output.
         self._extras = {k: v for k, v in metadata.items() if k != "log_prob"}
         return loss_actor, metadata
+
+    def _flow_matching_error(self, tensordict: TensorDictBase, a_buffer: Tensor) -> Tensor:
+        """Per-sample flow-matching error of the buffer action under the actor's velocity."""
+        keys = self.actor_network.module[0].in_keys
+        obs = [tensordict.get(k) for k in keys]
+        obs = obs[0] if len(obs) == 1 else torch.cat(obs, dim=-1)
+        with self._actor_params():
+            return flow_matching_error(self._flow_rollout, obs, a_buffer)
 
     def _alpha_loss(self, log_prob: Tensor) -> Tensor:
         if self.alpha_objective == "alpha" and self.target_entropy is not None:

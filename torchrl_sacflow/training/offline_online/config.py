@@ -61,6 +61,10 @@ def check_offline_online_config(cfg: Mapping[str, Any]) -> None:
         if _number(beta, key) < 0:
             raise ConfigError(f"beta.{key} (proximity coefficient) must be >= 0, got {beta[key]!r}")
     _int(beta["online_anneal_frames"], "beta.online_anneal_frames", 0)
+    if beta.get("loss", "l2") not in ("l2", "flow_matching"):
+        raise ConfigError(f"beta.loss must be 'l2' or 'flow_matching', got {beta['loss']!r}")
+    if beta.get("loss") == "flow_matching" and cfg["policy"]["kind"] != "flow":
+        raise ConfigError("beta.loss=flow_matching needs a flow policy (policy=flow_t, flow_g or flow_mlp)")
     device = resolve_device(cfg.get("device", "cpu"))
     check_compile_setting(cfg.get("compile_policy", False), "compile_policy", device)
     col = cfg["collector"]

@@ -63,6 +63,7 @@ def make_chunked_sac_flow_loss(
     fixed_alpha: bool = False,
     target_entropy: float = 0.0,
     proximity_coef: float = 0.0,
+    proximity_loss: str = "l2",
 ) -> LossBundle:
     """The ``critic`` group's loss (:func:`~torchrl_sacflow.training.make_loss`, e.g. ``sac``: twin MLP
     critics with a Polyak target, or ``crossq``) on ``[s, a_{t:t+h}]`` with a γ^h critic target.
@@ -70,7 +71,8 @@ def make_chunked_sac_flow_loss(
     A chunk transition's reward is already the discounted sum over its ``h`` steps, so the
     bootstrap term is discounted by γ^h: ``y = Σ_j γ^j r_j + γ^h (1 − terminated) V(s_{t+h})``.
     A chunk cut short by the episode end either terminates (no bootstrap) or is truncated, so the
-    constant γ^h is exact wherever it is used. The proximity term is on from the start (β set later).
+    constant γ^h is exact wherever it is used. The proximity term is on from the start (β set later);
+    ``proximity_loss`` is :class:`~torchrl_sacflow.SACFlowLoss`'s (``"l2"`` or ``"flow_matching"``).
 
     Raises:
         ConfigError: an unknown ``critic_cfg["name"]`` or a ``policy_delay`` below 1.
@@ -78,5 +80,5 @@ def make_chunked_sac_flow_loss(
     return make_loss(
         critic_cfg, actor, observation_dim=observation_dim, action_dim=action_width, gamma=gamma**action_chunk,
         alpha_init=alpha_init, target_entropy=target_entropy, device=next(actor.parameters()).device,
-        fixed_alpha=fixed_alpha, proximity_coef=proximity_coef,
+        fixed_alpha=fixed_alpha, proximity_coef=proximity_coef, proximity_loss=proximity_loss,
     )
