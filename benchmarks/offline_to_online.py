@@ -1,40 +1,38 @@
 """Offline-to-online SAC Flow from weak data (issue 19): the success rate after flow-matching
-pre-training and after online fine-tuning, with the proximity term and without it (β = 0), for
+pre-training, after offline SAC Flow on the data and after online fine-tuning, under three proximity
+terms (the paper's ``β‖a_θ − a_buffer‖²``, the flow-matching error of the buffer action, none), for
 Flow-T and Flow-G, on scripted Lift with imperfect demos, scripted Can and OGBench cube-double.
 
-    python benchmarks/offline_to_online.py run                          # all rows, seeds 0-2 (~3 h on 2 cores)
+    python benchmarks/offline_to_online.py run                          # all rows, seeds 0-2 (hours on 2 cores)
     python benchmarks/offline_to_online.py run --tasks lift_weak --seeds 0 --policies flow_t
     python benchmarks/offline_to_online.py run --quick                  # tiny budgets, seed 0: a smoke run
     python benchmarks/offline_to_online.py run -- ogbench.transitions=1000000   # recipe overrides for every run
     python benchmarks/offline_to_online.py report                       # record finished runs; table + plot
 
 Every run is the offline-to-online recipe (``python -m recipes.train_offline_online``), ``--parallel``
-at a time with one torch thread each. Per (task, policy, seed):
-
-1. ``pretrain``: flow-matching pre-training with ``online_frames=0`` (the run evaluates the
-   pre-trained policy and stops) into ``outputs/bench_offline_to_online/<task>/<policy>_seed<s>/pretrain``;
-2. that directory is copied to ``proximity`` and ``beta0`` and each copy continues from its
-   checkpoint (``resume=``) with the online budget: ``proximity`` with the recipe's β
-   (``beta.online_start`` → ``beta.online_end``, 1000 by default), ``beta0`` with β = 0. Both
-   fine-tune the very same pre-trained weights, with the same seed.
+at a time with one torch thread each, into ``outputs/bench_offline_to_online/<task>/<policy>_seed<s>/<variant>``.
+Each (task, policy, seed, variant) is one whole run: its pre-training is the same for every variant of
+a seed (same seed, same data), the variants differ from the offline SAC phase on (``VARIANTS``).
+Why offline SAC steps: with the critic starting from scratch online, the first online updates took
+the pre-trained Flow-T on weak Lift from 0.55 to 0.00 success, with and without the proximity term
+(``docs/offline_to_online.md``).
 
 A finished run (its ``summary.json``) is skipped, one still running from an earlier driver is waited
 for, an unfinished one continues from its last checkpoint. The data are generated once, before the
-runs, into ``outputs/datasets`` (cached by their settings). What a finished fine-tuning measured
-is copied into ``benchmarks/results/offline_to_online.json``, from which ``report`` writes
+runs, into ``outputs/datasets`` (cached by their settings). What a finished run measured is copied
+into ``benchmarks/results/offline_to_online.json``, from which ``report`` writes
 ``offline_to_online.md`` / ``.png`` (``--quick``: under ``outputs/bench_offline_to_online_quick``
 instead, never into ``benchmarks/results``).
 
-CPU budget (2 shared cores): 5 000 pre-training steps, then 1 000 online env steps (chunks of 5:
-5 000 primitive steps) with one update each; evaluations every 250 online steps (Lift: 20
-episodes of at most 200 steps; cube-double: 5 episodes of 500 steps). A smoke-scale comparison,
-not the paper's 1M + 1M steps.
+CPU budget (2 shared cores): 5 000 pre-training steps, 1 000 offline SAC Flow updates, then 1 000
+online env steps (chunks of 5: 5 000 primitive steps) with one update each; evaluations every 250
+online steps (Lift: 20 episodes of at most 200 steps; Can: 10; cube-double: 5 episodes of 500 steps).
+A smoke-scale comparison, not the paper's 1M + 1M steps.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -71,12 +69,14 @@ TASKS: dict[str, tuple[list[str], str]] = {
 POLICIES = ("flow_t", "flow_g")
 # fine-tuning variant -> (recipe overrides, what it is)
 VARIANTS: dict[str, tuple[list[str], str]] = {
-    "proximity": ([], "the recipe's proximity term (β = beta.online_start → beta.online_end)"),
-    "beta0": (["beta.online_start=0", "beta.online_end=0"], "no proximity term (β = 0), same pre-trained policy"),
+    "l2": (["beta.loss=l2"], "the paper's proximity term β‖a_θ − a_buffer‖² (β 10 000 offline, 1 000 online)"),
+    "flow_matching": (["beta.loss=flow_matching"],
+                      "β times the flow-matching error of the buffer action (`beta.loss=flow_matching`), same β"),
+    "beta0": (["beta.offline=0", "beta.online_start=0", "beta.online_end=0"], "no proximity term (β = 0)"),
 }
-BUDGET = ["pretrain_steps=5000", "offline_steps=0", "online_frames=1000", "frames_per_batch=50",
+BUDGET = ["pretrain_steps=5000", "offline_steps=1000", "online_frames=1000", "frames_per_batch=50",
           "eval.interval=250", "checkpoint.interval=250", "threads=1", "logger.progress_bar=false"]
-QUICK = ["pretrain_steps=20", "online_frames=8", "frames_per_batch=4", "eval.interval=4", "eval.num_episodes=1",
+QUICK = ["pretrain_steps=20", "offline_steps=4", "online_frames=8", "frames_per_batch=4", "eval.interval=4", "eval.num_episodes=1",
          "checkpoint.interval=4", "max_episode_steps=20", "batch_size=16", "critic.num_cells=[32,32]",
          "scripted_episodes=3", "ogbench.transitions=100"]
 QUICK_POLICY = {"flow_t": ["policy.velocity_kwargs.d_model=16", "policy.velocity_kwargs.num_heads=2",
@@ -104,28 +104,27 @@ class Sweep:
     def run_dir(self, task: str, policy: str, seed: int, stage: str) -> Path:
         return self.runs_dir / task / f"{policy}_seed{seed}" / stage
 
-    def recipe_args(self, task: str, policy: str, seed: int, stage: str) -> list[str]:
+    def recipe_args(self, task: str, policy: str, seed: int, variant: str) -> list[str]:
         quick = QUICK + QUICK_POLICY[policy] if self.quick else []
-        stage_args = ["online_frames=0"] if stage == "pretrain" else VARIANTS[stage][0]
         return _merge(TASKS[task][0], BUDGET, [f"datasets_dir={DATASETS_DIR}", f"policy={policy}", f"seed={seed}"],
-                      quick, self.extra, stage_args, [f"hydra.run.dir={self.run_dir(task, policy, seed, stage)}"])
+                      quick, self.extra, VARIANTS[variant][0],
+                      [f"hydra.run.dir={self.run_dir(task, policy, seed, variant)}"])
 
     def load(self) -> dict:
         return json.loads(self.results.read_text()) if self.results.is_file() else {}
 
     def record(self, task: str, policy: str, seed: int, variant: str) -> None:
-        """Copy what a finished fine-tuning (and its pre-training) measured into the results file."""
+        """Copy what a finished run measured into the results file."""
         run_dir = self.run_dir(task, policy, seed, variant)
         summary = json.loads((run_dir / "summary.json").read_text())
-        pretrain = json.loads((self.run_dir(task, policy, seed, "pretrain") / "summary.json").read_text())
         steps, values = read_csv_scalar(run_dir, "eval/success_rate")
         results = self.load()
         results[f"{task}/{policy}/{variant}/seed{seed}"] = {
             "success_after_pretrain": summary["success_rate_after_pretrain"],
+            "success_after_offline": summary["success_rate_after_offline"],
             "success_after_online": summary["final_success_rate"], "best_online_eval": max(values, default=None),
             "eval_curve": [[s, v] for s, v in zip(steps, values)], "frames": summary["frames"],
-            "data": summary["data"], "pretrain_wall_s": pretrain["wall_time_s"],
-            "online_wall_s": summary["wall_time_s"] - pretrain["wall_time_s"],
+            "data": summary["data"], "wall_s": summary["wall_time_s"],
             "overrides": self.recipe_args(task, policy, seed, variant)[:-1],
         }
         self.results.parent.mkdir(parents=True, exist_ok=True)
@@ -139,7 +138,7 @@ def prepare_data(sweep: Sweep, task: str) -> None:
 
     from torchrl_sacflow.training.offline_online import check_offline_online_config, resolve_offline_data
 
-    overrides = [o for o in sweep.recipe_args(task, "flow_t", 0, "pretrain") if not o.startswith("hydra.")]
+    overrides = [o for o in sweep.recipe_args(task, "flow_t", 0, next(iter(VARIANTS))) if not o.startswith("hydra.")]
     with initialize_config_dir(config_dir=str(REPO / "recipes" / "config"), version_base="1.3"):
         cfg = OmegaConf.to_container(compose("train_offline_online", overrides=overrides), resolve=True)
     check_offline_online_config(cfg)
@@ -152,30 +151,14 @@ def run(sweep: Sweep, args: argparse.Namespace) -> None:
         prepare_data(sweep, task)
     keys = [(t, p, s) for s in args.seeds for t in args.tasks for p in args.policies]  # seed-major
 
-    def launch(stages: list[str], on_done=None) -> None:
-        jobs = [(*key, stage) for key in keys for stage in stages]
-        run_jobs(jobs, run_dir_for=lambda job: sweep.run_dir(*job), args_for=lambda job: sweep.recipe_args(*job),
-                 parallel=args.parallel, threads=1, on_done=on_done, module=RECIPE)
-
-    # 1. pre-training, then 2. both fine-tunings from a copy of it (its checkpoint; not its summary)
-    launch(["pretrain"])
-    for key in keys:
-        pretrain = sweep.run_dir(*key, "pretrain")
-        if not _finished(pretrain):
-            print(f"[skip] {key}: pre-training did not finish (see {pretrain}.log)", flush=True)
-            continue
-        for variant in VARIANTS:
-            target = sweep.run_dir(*key, variant)
-            if not target.exists():
-                shutil.copytree(pretrain, target, ignore=shutil.ignore_patterns("summary.json"))
-    keys = [key for key in keys if _finished(sweep.run_dir(*key, "pretrain"))]
-
     def on_done(job) -> None:
         if _finished(sweep.run_dir(*job)):
             sweep.record(*job)
             report(sweep)
 
-    launch(list(VARIANTS), on_done)
+    jobs = [(*key, variant) for key in keys for variant in VARIANTS]
+    run_jobs(jobs, run_dir_for=lambda job: sweep.run_dir(*job), args_for=lambda job: sweep.recipe_args(*job),
+             parallel=args.parallel, threads=1, on_done=on_done, module=RECIPE)
 
 
 def report(sweep: Sweep) -> None:
@@ -184,9 +167,10 @@ def report(sweep: Sweep) -> None:
         "# Offline-to-online SAC Flow from weak data (issue 19)", "",
         "`python benchmarks/offline_to_online.py run` (then `report`); every run is "
         "`python -m recipes.train_offline_online` with " + " ".join(f"`{b}`" for b in BUDGET) + ", one torch "
-        "thread, two runs at a time on a 2-core CPU. Per seed, one pre-training run; both fine-tuning rows "
-        "continue from a copy of its checkpoint. Cells: mean over seeds (per-seed values in brackets); success "
-        "rate of the deterministic (ODE) policy. *best online* is the best evaluation during fine-tuning.", "",
+        "thread. Each row is one whole run per seed (flow-matching pre-training, offline SAC Flow on the data, "
+        "online SAC Flow; the pre-training is the same for every row of a seed). Cells: mean over seeds (per-seed "
+        "values in brackets); success rate of the deterministic (ODE) policy. *best online* is the best "
+        "evaluation during the online phase.", "",
     ]
     if sweep.quick:
         lines += ["**A smoke run (`--quick`): " + " ".join(f"`{q}`" for q in QUICK) + "; the numbers mean nothing.**",
@@ -197,8 +181,8 @@ def report(sweep: Sweep) -> None:
         if not runs:
             continue
         lines += [f"## {task}", "", f"{about}; `{' '.join(task_args)}`.", "",
-                  "| policy | fine-tuning | seeds | after pre-training | after online | best online | "
-                  "pre-train min | online min |", "|---|---|---|---|---|---|---|---|"]
+                  "| policy | proximity | seeds | after pre-training | after offline SAC | after online | "
+                  "best online | run min |", "|---|---|---|---|---|---|---|---|"]
         for policy in POLICIES:
             for variant in VARIANTS:
                 rows = [v for k, v in sorted(runs.items()) if k.startswith(f"{task}/{policy}/{variant}/")]
@@ -206,14 +190,14 @@ def report(sweep: Sweep) -> None:
                     continue
                 plot_rows.append((task, f"{policy} {variant}", [r["eval_curve"] for r in rows]))
                 cells = [policy, variant, str(len(rows))]
-                cells += [_fmt([r[k] for r in rows], 2) for k in ("success_after_pretrain", "success_after_online",
-                                                               "best_online_eval")]
-                cells += [_fmt([r[k] / 60 for r in rows], 1) for k in ("pretrain_wall_s", "online_wall_s")]
+                cells += [_fmt([r[k] for r in rows], 2) for k in ("success_after_pretrain", "success_after_offline",
+                                                               "success_after_online", "best_online_eval")]
+                cells.append(_fmt([r["wall_s"] / 60 for r in rows], 1))
                 lines.append("| " + " | ".join(cells) + " |")
         data = next(iter(runs.values()))["data"]
         lines += ["", f"Data: {data['transitions']} transitions, {data['episodes_with_success']} of "
                       f"{data['episodes']} episodes reach the task's success.", ""]
-    lines += ["Fine-tuning: " + "; ".join(f"`{v}` {about}" for v, (_, about) in VARIANTS.items()) + ".", ""]
+    lines += ["Proximity: " + "; ".join(f"`{v}` {about}" for v, (_, about) in VARIANTS.items()) + ".", ""]
     out = sweep.results.with_suffix(".md")
     out.write_text("\n".join(lines))
     _plot(plot_rows, sweep.results.with_suffix(".png"))
@@ -236,7 +220,7 @@ def _plot(rows: list, out: Path) -> None:
             steps = sorted(set.intersection(*[{s for s, _ in c} for c in curves]))
             mean = [np.mean([dict(map(tuple, c))[s] for c in curves]) for s in steps]
             ax.plot(steps, mean, marker="o", ms=3, label=f"{label} ({len(curves)})")
-        ax.set_title(f"{task}: eval success rate (step 0 = after pre-training)")
+        ax.set_title(f"{task}: eval success rate (step 0 = after offline SAC)")
         ax.set_xlabel("online env steps (chunks)")
         ax.set_ylim(-0.05, 1.05)
         ax.grid(alpha=0.3)
