@@ -183,6 +183,22 @@ class _MLPEnsemble:
                 return leaf
         return params.get(key)
 
+    def _per_copy(self, layer, params: TensorDictBase, n: int):
+        """One entry of ``self.layers`` with its tensors split per ensemble copy.
+
+        A stateless module (activation) stays as it is; ``(BatchRenorm module, tensor keys)`` becomes
+        ``(module, per-copy tuples of its tensors)``; ``(weight key, bias key or None)`` becomes
+        ``(per-copy weights, per-copy biases)``. Each stacked tensor is unbound once: its backward
+        stacks the copies' gradients in one op (indexing each copy would zero-fill and scatter a
+        full-size gradient per copy).
+        """
+        if isinstance(layer, nn.Module):
+            return layer
+        if isinstance(layer[0], nn.Module):
+            return layer[0], tuple(zip(*(self._leaf(params, key).unbind(0) for key in layer[1])))
+        weight, bias = layer
+        return self._leaf(params, weight).unbind(0), (None,) * n if bias is None else self._leaf(params, bias).unbind(0)
+
     @torch.compiler.disable
     def _eager(self, inputs: list[Tensor], params: TensorDictBase) -> Tensor:
         return self._forward(inputs, params)
@@ -193,16 +209,7 @@ class _MLPEnsemble:
         if self.flatten:
             x = x.reshape(-1, x.shape[-1])
         n = params.batch_size[0]
-        # unbind once per stacked tensor: its backward stacks the copies' gradients in one op
-        # (indexing each copy would zero-fill and scatter a full-size gradient per copy)
-        layers = [
-            layer if isinstance(layer, nn.Module)
-            else (layer[0], tuple(zip(*(self._leaf(params, key).unbind(0) for key in layer[1]))))
-            if isinstance(layer[0], nn.Module)
-            else (self._leaf(params, layer[0]).unbind(0),
-                  (None,) * n if layer[1] is None else self._leaf(params, layer[1]).unbind(0))
-            for layer in self.layers
-        ]
+        layers = [self._per_copy(layer, params, n) for layer in self.layers]
         inplace_relu = not torch.compiler.is_compiling()
         outs = []
         for j in range(n):
