@@ -253,7 +253,7 @@ def test_train_robomimic_keeps_its_defaults():
                 "obs_keys": ["robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos", "object"]}
     assert {key: job[key] for key in expected} == expected
     assert job["policy"]["name"] == "flow_t" and job["policy"]["noise_std"] == 0.1 and job["critic"]["name"] == "sac"
-    assert job["beta"] == {"offline": 10000.0, "online_start": 1000.0, "online_end": 1000.0,
+    assert job["beta"] == {"loss": "l2", "offline": 10000.0, "online_start": 1000.0, "online_end": 1000.0,
                            "online_anneal_frames": "${online_frames}"}
     assert job["optim"]["alpha_init"] == 0.001 and job["optim"]["autotune_alpha"] is False
     assert job["collector"] == {"backend": "local", "num_workers": 1, "sync": True, "ray_address": None}
