@@ -143,7 +143,7 @@ def robomimic_env_args(task: str = "lift", controller_format: str = "composite")
 
 class ScriptedPickPlacePolicy:
     """A closed-loop pick(-and-place) policy: hover over the object, descend, close the gripper,
-    lift; with a ``place_at`` target, then carry the object above it, lower it and let go.
+    lift; with a ``place_at`` target, then carry the object above it (at the lift height) and let go.
 
     It reads Robomimic-named observations (``"robot0_eef_pos"`` and ``"object"``, whose entries
     ``object_slice`` are the object's position) and outputs a 7-d OSC_POSE delta action
