@@ -4,7 +4,7 @@ terms (the paper's ``β‖a_θ − a_buffer‖²``, the flow-matching error of t
 Flow-T and Flow-G, on scripted Lift with imperfect demos, scripted Can and OGBench cube-double.
 
     python benchmarks/offline_to_online.py run                          # all rows, seeds 0-2 (hours on 2 cores)
-    python benchmarks/offline_to_online.py run --tasks lift_weak --seeds 0 --policies flow_t
+    python benchmarks/offline_to_online.py run --tasks lift_weak --seeds 0 --policies flow_t --variants flow_matching
     python benchmarks/offline_to_online.py run --quick                  # tiny budgets, seed 0: a smoke run
     python benchmarks/offline_to_online.py run -- ogbench.transitions=1000000   # recipe overrides for every run
     python benchmarks/offline_to_online.py report                       # record finished runs; table + plot
@@ -72,6 +72,9 @@ VARIANTS: dict[str, tuple[list[str], str]] = {
     "l2": (["beta.loss=l2"], "the paper's proximity term β‖a_θ − a_buffer‖² (β 10 000 offline, 1 000 online)"),
     "flow_matching": (["beta.loss=flow_matching"],
                       "β times the flow-matching error of the buffer action (`beta.loss=flow_matching`), same β"),
+    "flow_matching_demos": (["beta.loss=flow_matching", "beta.rows=offline"],
+                            "as `flow_matching`, online on the demonstration rows of each batch only "
+                            "(`beta.rows=offline`: the policy is not held to its own exploratory actions)"),
     "beta0": (["beta.offline=0", "beta.online_start=0", "beta.online_end=0"], "no proximity term (β = 0)"),
 }
 BUDGET = ["pretrain_steps=5000", "offline_steps=1000", "online_frames=1000", "frames_per_batch=50",
@@ -156,7 +159,7 @@ def run(sweep: Sweep, args: argparse.Namespace) -> None:
             sweep.record(*job)
             report(sweep)
 
-    jobs = [(*key, variant) for key in keys for variant in VARIANTS]
+    jobs = [(*key, variant) for key in keys for variant in args.variants]
     run_jobs(jobs, run_dir_for=lambda job: sweep.run_dir(*job), args_for=lambda job: sweep.recipe_args(*job),
              parallel=args.parallel, threads=1, on_done=on_done, module=RECIPE)
 
@@ -255,6 +258,7 @@ def main() -> None:
             p.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
             p.add_argument("--policies", nargs="+", default=list(POLICIES), choices=list(POLICIES))
             p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+            p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
             p.add_argument("--parallel", type=int, default=2)
     args = parser.parse_args(own)
     args.overrides = overrides

@@ -99,6 +99,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
         alpha_init=opt["alpha_init"], fixed_alpha=not opt["autotune_alpha"], target_entropy=opt["target_entropy"],
         proximity_loss=c["beta"]["loss"])
     loss = losses.loss_module.to(device)
+    if c["beta"]["rows"] == "offline":  # the proximity term holds the demonstrations only (MixedReplayBuffer marks them)
+        loss.set_keys(proximity_mask="is_offline")
     actor_optim, critic_optim, alpha_optim = make_optimizers(
         loss, actor_lr=opt["actor_lr"], critic_lr=opt["critic_lr"], alpha_lr=opt["alpha_lr"],
         actor_betas=(opt["actor_beta1"], 0.999))

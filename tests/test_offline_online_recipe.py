@@ -91,6 +91,8 @@ def test_dataset_forms():
         (["scripted_failed_fraction=1.5"], "scripted_failed_fraction must be in [0, 1], got 1.5"),
         (["scripted_action_noise=-1"], "scripted_action_noise must be >= 0"),
         (["dataset=ogbench", "ogbench.transitions=0"], "ogbench.transitions must be an integer >= 1"),
+        (["beta.loss=huber"], "beta.loss must be 'l2' or 'flow_matching', got 'huber'"),
+        (["beta.rows=online"], "beta.rows must be 'all' or 'offline', got 'online'"),
     ],
 )
 def test_family_settings_are_checked(overrides, message):
@@ -128,7 +130,8 @@ def test_ogbench_run_on_generated_data(tmp_path):
 def test_imperfect_lift_run_and_file(tmp_path):
     """dataset=robomimic with the scripted_* options: weak demos generated once, then all three phases."""
     data_dir = tmp_path / "datasets"
-    summary = _train(tmp_path / "run", "dataset=robomimic", f"datasets_dir={data_dir}", *WEAK_LIFT)
+    summary = _train(tmp_path / "run", "dataset=robomimic", f"datasets_dir={data_dir}", *WEAK_LIFT,
+                     "beta.loss=flow_matching", "beta.rows=offline")
     _check_phase_logs(tmp_path / "run", summary)
     path = Path(summary["dataset"])
     assert path == data_dir / "lift_scripted_4_seed1_actnoise0.05_earlystop0.5_failed0.25.hdf5"
@@ -253,7 +256,7 @@ def test_train_robomimic_keeps_its_defaults():
                 "obs_keys": ["robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos", "object"]}
     assert {key: job[key] for key in expected} == expected
     assert job["policy"]["name"] == "flow_t" and job["policy"]["noise_std"] == 0.1 and job["critic"]["name"] == "sac"
-    assert job["beta"] == {"loss": "l2", "offline": 10000.0, "online_start": 1000.0, "online_end": 1000.0,
+    assert job["beta"] == {"loss": "l2", "rows": "all", "offline": 10000.0, "online_start": 1000.0, "online_end": 1000.0,
                            "online_anneal_frames": "${online_frames}"}
     assert job["optim"]["alpha_init"] == 0.001 and job["optim"]["autotune_alpha"] is False
     assert job["collector"] == {"backend": "local", "num_workers": 1, "sync": True, "ray_address": None}

@@ -273,6 +273,39 @@ def test_proximity_term_is_added_and_annealable():
         _loss("gru").proximity_coef = 1.0
 
 
+@pytest.mark.parametrize("proximity_loss", ["l2", "flow_matching"])
+def test_proximity_mask_holds_only_the_marked_rows(proximity_loss):
+    """With ``proximity_mask`` set, the term is the mean over the marked rows; unmarked rows (e.g.
+    online data) neither add to it nor send gradient through it."""
+    loss = _loss("gru", proximity_coef=1.0, proximity_loss=proximity_loss)
+    td = _data(batch=32)
+    far = td.clone()
+    far["action"][16:] = -td["action"][16:].sign() * 0.99  # the unmarked rows: other buffer actions
+    mask = torch.arange(32) < 16
+
+    def proximity(data, **keys):
+        loss.set_keys(proximity_mask=keys.get("mask", "proximity_mask"))
+        torch.manual_seed(3)
+        return loss(data)["proximity"]
+
+    full = proximity(td.clone())
+    first_half = proximity(td[:16].clone())
+    marked = td.clone()
+    marked["is_offline"] = mask
+    far["is_offline"] = mask
+    # the key is absent by default: every row counts
+    assert proximity(marked.clone()).item() == pytest.approx(full.item(), rel=1e-5)
+    with_mask = proximity(marked.clone(), mask="is_offline")
+    far_with_mask = proximity(far.clone(), mask="is_offline")
+    assert with_mask.item() == pytest.approx(far_with_mask.item(), rel=1e-5)  # the unmarked rows do not count
+    assert proximity(far.clone()).item() > 1.2 * full.item()  # ... though they differ
+    if proximity_loss == "l2":  # same draws for the first 16 rows: the mean over them
+        assert with_mask.item() == pytest.approx(first_half.item(), rel=0.3)
+    none = far.clone()
+    none["is_offline"] = torch.zeros(32, dtype=torch.bool)
+    assert proximity(none, mask="is_offline").item() == 0.0
+
+
 def test_proximity_gradient_pulls_actor_towards_buffer_actions():
     """With a huge β, actor steps move the policy's actions towards the buffer action."""
     torch.manual_seed(0)

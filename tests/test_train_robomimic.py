@@ -153,9 +153,12 @@ def test_mixed_buffer_takes_exact_offline_share():
         rb = MixedReplayBuffer(offline, online_capacity=100, offline_fraction=fraction, batch_size=64)
         online = transitions(20, 1.0)
         online["collector_extra"] = torch.ones(20)  # dropped: not a transition key
+        assert rb.sample(8)["is_offline"].all()  # no online data yet: every row is offline, whatever the fraction
         rb.extend(online)
         batch = rb.sample()
         assert batch.shape == (64,) and (batch["next", "reward"] == 0).sum() == expected_offline
+        # the rows are marked: exactly the offline ones
+        assert torch.equal(batch["is_offline"], batch["next", "reward"].squeeze(-1) == 0)
     schedule = LinearSchedule(1000.0, 100.0, 10)
     assert [schedule(s) for s in (0, 5, 10, 50)] == [1000.0, 550.0, 100.0, 100.0]
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 from tensordict import TensorDictBase
+from tensordict.utils import NestedKey
 from tensordict.nn import dispatch
 from torch import Tensor, nn
 from torchrl.envs.utils import ExplorationType, set_exploration_type
@@ -67,7 +68,9 @@ class SACFlowLoss(FastSACLoss):
       ``β`` (:attr:`proximity_coef`) a settable attribute that can be annealed during training, or
       (``proximity_loss="flow_matching"``) ``β L_FM(θ; s, a_buffer)``, the flow-matching error of the
       buffer action, which holds the policy to the data's *distribution* where the squared distance
-      pulls every sample towards each buffer action, i.e. towards their conditional mean;
+      pulls every sample towards each buffer action, i.e. towards their conditional mean; where the
+      batch carries the ``proximity_mask`` key (a bool or 0/1 ``[B]``), the term holds only the
+      marked rows (e.g. the demonstrations, not the online data) and is averaged over them;
     * an optional diagnostic: the per-step gradient norms ``‖∂L_actor/∂A_i‖``, ``i = 0..K−1``
       (paper Fig. 6a), returned detached under ``"path_grad_norm"`` (shape ``[K]``; for each step
       the per-sample norm averaged over the batch). It costs one extra backward pass through the
@@ -139,7 +142,13 @@ class SACFlowLoss(FastSACLoss):
         Attributes:
             action (NestedKey): the action in the data, also the ``a_buffer`` of the proximity
                 term. Defaults to ``"action"``.
+            proximity_mask (NestedKey): optional ``[B]`` bool/0-1 entry of the batch: the rows the
+                proximity term holds to (averaged over them; none marked: no term). Absent: every
+                row. Defaults to ``"proximity_mask"`` (e.g. ``set_keys(proximity_mask="is_offline")``
+                with :class:`~torchrl_sacflow.training.offline_online.data.MixedReplayBuffer`).
         """
+
+        proximity_mask: NestedKey = "proximity_mask"
 
     default_keys = _AcceptedKeys
     tensor_keys: _AcceptedKeys
@@ -270,6 +279,10 @@ class SACFlowLoss(FastSACLoss):
                 sq_dist = self._flow_matching_error(tensordict, a_buffer)
             else:
                 sq_dist = (a_reparm - a_buffer).pow(2).sum(-1)
+            mask = tensordict.get(self.tensor_keys.proximity_mask, None)
+            if mask is not None:  # the marked rows only, averaged over them
+                mask = mask.to(sq_dist.dtype).reshape(sq_dist.shape)
+                sq_dist = sq_dist * mask / mask.mean().clamp_min(1.0 / mask.numel())
             loss_actor = loss_actor + self._proximity_coef * sq_dist
             metadata["proximity"] = sq_dist.detach().mean()
         if self.log_path_grad_norms:

@@ -65,6 +65,8 @@ def check_offline_online_config(cfg: Mapping[str, Any]) -> None:
         raise ConfigError(f"beta.loss must be 'l2' or 'flow_matching', got {beta['loss']!r}")
     if beta.get("loss") == "flow_matching" and cfg["policy"]["kind"] != "flow":
         raise ConfigError("beta.loss=flow_matching needs a flow policy (policy=flow_t, flow_g or flow_mlp)")
+    if beta.get("rows", "all") not in ("all", "offline"):
+        raise ConfigError(f"beta.rows must be 'all' or 'offline', got {beta['rows']!r}")
     device = resolve_device(cfg.get("device", "cpu"))
     check_compile_setting(cfg.get("compile_policy", False), "compile_policy", device)
     col = cfg["collector"]

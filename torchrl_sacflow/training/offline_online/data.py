@@ -172,7 +172,9 @@ class MixedReplayBuffer(OfflineToOnlineReplayBuffer):
 
     Each :meth:`sample` takes exactly ``round(offline_fraction · batch_size)`` transitions from the
     demonstrations and the rest from the online data (all offline while there is no online data
-    yet). TorchRL's constructor wants the open interval (0, 1); its sampling already handles both
+    yet), and marks which are which in a bool ``"is_offline"`` entry (``[batch_size]``; a loss can
+    hold its proximity term to those rows: ``SACFlowLoss.set_keys(proximity_mask="is_offline")``).
+    TorchRL's constructor wants the open interval (0, 1); its sampling already handles both
     ends, so they are allowed here: 0 is plain online SAC, 1 trains on demonstrations only.
 
     Args:
@@ -194,3 +196,13 @@ class MixedReplayBuffer(OfflineToOnlineReplayBuffer):
     def extend(self, data: TensorDictBase) -> torch.Tensor:
         """Store online transitions (only :data:`TRANSITION_KEYS`, flattened)."""
         return super().extend(data.reshape(-1).select(*TRANSITION_KEYS))
+
+    def sample(self, batch_size: int | None = None) -> TensorDictBase:
+        """A ``[batch_size]`` batch, offline rows first, with the bool ``"is_offline"`` entry."""
+        batch_size = self._batch_size if batch_size is None else batch_size
+        out = super().sample(batch_size)
+        n_offline = round(self._offline_fraction * batch_size)
+        if len(self._online_buffer) == 0:  # the same fallbacks as TorchRL's sample
+            n_offline = batch_size
+        out.set("is_offline", torch.arange(batch_size, device=out.device) < n_offline)
+        return out
