@@ -275,8 +275,10 @@ def test_proximity_term_is_added_and_annealable():
 
 @pytest.mark.parametrize("proximity_loss", ["l2", "flow_matching"])
 def test_proximity_mask_holds_only_the_marked_rows(proximity_loss):
-    """With ``proximity_mask`` set, the term is the mean over the marked rows; unmarked rows (e.g.
-    online data) neither add to it nor send gradient through it."""
+    """With ``proximity_mask`` set, the term is the mean over the marked rows: changing the unmarked
+    rows' buffer actions (e.g. online data) leaves it unchanged (its gradient too: they enter times 0),
+    and it is not diluted by them (the l2 check: about the first half's own mean, not half of it; the
+    two draw different noise, hence the tolerance, which a mean over all 32 rows would still fail)."""
     loss = _loss("gru", proximity_coef=1.0, proximity_loss=proximity_loss)
     td = _data(batch=32)
     far = td.clone()
