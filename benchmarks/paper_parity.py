@@ -86,6 +86,9 @@ ROWS: dict[str, tuple[list[str], str]] = {
         _PC + ["+policy.velocity_kwargs.init=lecun_normal", "optim.alpha_objective=alpha"],
         "`paper_code` plus the two last differences a line-by-line reading found: flax's lecun-normal "
         "init (zero biases) in the actor and the α objective −α·(log π + H̄)"),
+    "gaussian": (["policy=gaussian", "preset=paper"],
+                 "the Gaussian SAC baseline (TorchRL's Tanh-Normal actor) in the same pipeline: `policy=gaussian "
+                 "preset=paper` (the same critic, optimiser and cadence)"),
     "paper": (["preset=paper"],
               "`preset=paper` now: `paper_candidate` with α₀ = 0.005 (found as the candidate `paper_alpha_small`, "
               "renamed): the `−log σ` push (α per step and action entry) starts 10× smaller, and the target "
@@ -94,12 +97,37 @@ ROWS: dict[str, tuple[list[str], str]] = {
 CHECKPOINTS = (8000, 10000, 13000, 25000)
 
 
-def run_dir_for(frames: int, row: str, seed: int) -> Path:
-    return RUNS_DIR / str(frames) / row / f"seed{seed}"
+# --env: the task (a recipe env group). HalfCheetah keeps the original run folders and result keys
+ENVS = {"halfcheetah": "HalfCheetah-v4", "hopper": "Hopper-v4", "walker2d": "Walker2d-v4", "ant": "Ant-v4"}
+DEFAULT_ENV = "halfcheetah"
 
 
-def _key(frames: int, row: str, seed: int) -> str:
-    return f"{frames}/{row}/seed{seed}"
+def _env_prefix(env: str) -> str:
+    return "" if env == DEFAULT_ENV else f"{env}/"
+
+
+def run_dir_for(frames: int, row: str, seed: int, env: str = DEFAULT_ENV) -> Path:
+    return RUNS_DIR / _env_prefix(env) / str(frames) / row / f"seed{seed}"
+
+
+def _key(frames: int, row: str, seed: int, env: str = DEFAULT_ENV) -> str:
+    return f"{_env_prefix(env)}{frames}/{row}/seed{seed}"
+
+
+def _split_key(key: str) -> tuple[str, int, str, int]:
+    """``[env/]frames/row/seed<s>`` -> ``(env, frames, row, seed)``."""
+    parts = key.split("/")
+    env = parts[0] if len(parts) == 4 else DEFAULT_ENV
+    frames, row, seed = parts[-3:]
+    return env, int(frames), row, int(seed[4:])
+
+
+def overrides_for(row: str, env: str) -> list[str]:
+    """The recipe overrides of one row on one task; a row's own group choice replaces BASE's."""
+    row_args = ROWS[row][0]
+    groups = {a.split("=", 1)[0] for a in row_args if "=" in a and "." not in a.split("=", 1)[0]}
+    base = [a for a in BASE if a.split("=", 1)[0] not in groups and not a.startswith("env=")]
+    return [f"env={env}", *base, *row_args]
 
 
 def load_results() -> dict:
@@ -109,6 +137,15 @@ def load_results() -> dict:
 def _at(run_dir: Path, metric: str, step: int) -> float | None:
     steps, values = read_csv_scalar(run_dir, metric)
     return next((v for s, v in zip(steps, values) if s == step), None)
+
+
+def train_return_at(run_dir: Path, step: int, window: int = 1000) -> float | None:
+    """The training episode return at ``step``: the mean over the episodes that ended in the last
+    ``window`` env steps up to it (HalfCheetah: the one 1 000-step episode ending there; Hopper, Walker2d
+    and Ant end episodes at any step). ``None`` when no episode ended in that window."""
+    steps, values = read_csv_scalar(run_dir, "train/episode_return")
+    vals = [v for s, v in zip(steps, values) if step - window < s <= step]
+    return float(np.mean(vals)) if vals else None
 
 
 def _last(run_dir: Path, metric: str) -> float | None:
@@ -123,7 +160,7 @@ def measure(run_dir: Path) -> dict:
            "updates_per_s": summary["updates_per_s"]}
     for step in CHECKPOINTS:
         if step <= summary["frames"]:
-            out[f"train_return_{step}"] = _at(run_dir, "train/episode_return", step)
+            out[f"train_return_{step}"] = train_return_at(run_dir, step)
             out[f"eval_return_{step}"] = _at(run_dir, "eval/return_mean", step)
     for name in ("alpha", "entropy", "sigma_mean", "ode_action_gap"):
         out[name] = _last(run_dir, f"train/{name}")
@@ -134,36 +171,37 @@ def measure(run_dir: Path) -> dict:
 
 def run(args: argparse.Namespace) -> None:
     results = load_results()
+    env = args.env
     jobs = [(row, s) for s in args.seeds for row in args.rows]  # seed-major: every row gets a seed first
     pending = []
     for job in jobs:
-        if _key(args.frames, *job) in results:
+        if _key(args.frames, *job, env) in results:
             continue
-        if _finished(run_dir_for(args.frames, *job)):  # finished but not recorded (driver killed in between)
-            record(args.frames, *job)
+        if _finished(run_dir_for(args.frames, *job, env)):  # finished but not recorded (driver killed in between)
+            record(args.frames, *job, env)
         else:
             pending.append(job)
 
     def args_for(job) -> list[str]:
         row, seed = job
-        return [*BASE, *ROWS[row][0], f"seed={seed}", f"threads={args.threads}",
+        return [*overrides_for(row, env), f"seed={seed}", f"threads={args.threads}",
                 f"collector.total_frames={args.frames}", *args.overrides,
-                f"hydra.run.dir={run_dir_for(args.frames, row, seed)}"]
+                f"hydra.run.dir={run_dir_for(args.frames, row, seed, env)}"]
 
     def on_done(job) -> None:
-        if _finished(run_dir_for(args.frames, *job)):
-            record(args.frames, *job)
+        if _finished(run_dir_for(args.frames, *job, env)):
+            record(args.frames, *job, env)
             report(args)
 
-    run_jobs(pending, run_dir_for=lambda job: run_dir_for(args.frames, *job), args_for=args_for,
+    run_jobs(pending, run_dir_for=lambda job: run_dir_for(args.frames, *job, env), args_for=args_for,
              parallel=args.parallel, threads=args.threads, on_done=on_done)
 
 
-def record(frames: int, row: str, seed: int) -> None:
+def record(frames: int, row: str, seed: int, env: str = DEFAULT_ENV) -> None:
     results = load_results()
-    entry = measure(run_dir_for(frames, row, seed))
-    entry["overrides"] = ROWS[row][0]
-    results[_key(frames, row, seed)] = entry
+    entry = measure(run_dir_for(frames, row, seed, env))
+    entry["overrides"] = overrides_for(row, env) if env != DEFAULT_ENV else ROWS[row][0]
+    results[_key(frames, row, seed, env)] = entry
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=1, sort_keys=True))
 
@@ -192,13 +230,13 @@ def report(args: argparse.Namespace | None = None) -> None:
         "action gap are the last logged values. The released JAX code, same machine type: **2 481 @ 10k,",
         "3 123 @ 13k** (mean of seeds 1/3/4; seed 1: 2 016 / 2 913 / 3 709 at 8k / 10k / 13k).", "",
     ]
-    for frames in sorted({int(k.split("/")[0]) for k in results}):
+    for env, frames in sorted({_split_key(k)[:2] for k in results}, key=lambda ef: (ef[0] != DEFAULT_ENV, ef)):
         steps = [s for s in CHECKPOINTS if s <= frames][-2:]
         head = ["row", "seeds"] + [f"train @{s // 1000}k" for s in steps] + [f"eval @{s // 1000}k" for s in steps] \
             + ["α", "entropy", "σ", "ODE gap", "wall min"]
-        lines += [f"## {frames} env steps", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        lines += [f"## {ENVS[env]}, {frames} env steps", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for row in ROWS:
-            runs = [v for k, v in sorted(results.items()) if k.startswith(f"{frames}/{row}/")]
+            runs = [v for k, v in sorted(results.items()) if _split_key(k)[:3] == (env, frames, row)]
             if not runs:
                 continue
             cells = [f"`{row}`", str(len(runs))]
@@ -221,21 +259,22 @@ def _plot(results: dict) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    frames_list = sorted({int(k.split("/")[0]) for k in results})
-    if not frames_list:
+    panels = sorted({_split_key(k)[:2] for k in results}, key=lambda ef: (ef[0] != DEFAULT_ENV, ef))
+    if not panels:
         return
-    fig, axes = plt.subplots(1, len(frames_list), figsize=(6.4 * len(frames_list), 4.4), squeeze=False)
-    for ax, frames in zip(axes[0], frames_list):
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.4 * len(panels), 4.4), squeeze=False)
+    for ax, (env, frames) in zip(axes[0], panels):
         for row in ROWS:
-            curves = [v["train_curve"] for k, v in results.items() if k.startswith(f"{frames}/{row}/")]
+            curves = [v["train_curve"] for k, v in results.items() if _split_key(k)[:3] == (env, frames, row)]
             if not curves:
                 continue
             steps = sorted(set.intersection(*[{s for s, _ in c} for c in curves]))
             mean = [np.mean([dict(map(tuple, c))[s] for c in curves]) for s in steps]
             ax.plot(steps, mean, marker="o", ms=3, label=f"{row} ({len(curves)})")
-        ax.axhline(2481, color="k", ls=":", lw=1, label="released code @10k (3 seeds)")
-        ax.axhline(3123, color="k", ls="--", lw=1, label="released code @13k (3 seeds)")
-        ax.set_title(f"HalfCheetah-v4, {frames} steps: training episode return")
+        if env == DEFAULT_ENV:
+            ax.axhline(2481, color="k", ls=":", lw=1, label="released code @10k (3 seeds)")
+            ax.axhline(3123, color="k", ls="--", lw=1, label="released code @13k (3 seeds)")
+        ax.set_title(f"{ENVS[env]}, {frames} steps: training episode return")
         ax.set_xlabel("environment steps")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
@@ -251,6 +290,7 @@ def main() -> None:
     p_run.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
     p_run.add_argument("--seeds", nargs="+", type=int, default=[1, 2])
     p_run.add_argument("--frames", type=int, default=10000)
+    p_run.add_argument("--env", default=DEFAULT_ENV, choices=list(ENVS), help="the task (default halfcheetah)")
     p_run.add_argument("--parallel", type=int, default=2)
     p_run.add_argument("--threads", type=int, default=1)
     p_run.add_argument("overrides", nargs="*", help="extra recipe overrides for every run")
@@ -267,11 +307,15 @@ def main() -> None:
 def record_finished() -> None:
     """Record every finished run under ``outputs/paper_parity`` that the results file lacks."""
     results = load_results()
-    for summary in sorted(RUNS_DIR.glob("*/*/seed*/summary.json")):
+    for summary in sorted(RUNS_DIR.glob("**/seed*/summary.json")):
         run_dir = summary.parent
-        frames, row, seed = int(run_dir.parent.parent.name), run_dir.parent.name, int(run_dir.name[4:])
-        if row in ROWS and _key(frames, row, seed) not in results and _finished(run_dir):
-            record(frames, row, seed)
+        key = str(run_dir.relative_to(RUNS_DIR))
+        try:
+            env, frames, row, seed = _split_key(key)
+        except (ValueError, IndexError):
+            continue
+        if env in ENVS and row in ROWS and key not in results and _finished(run_dir):
+            record(frames, row, seed, env)
 
 
 if __name__ == "__main__":
