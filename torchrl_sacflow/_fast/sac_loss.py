@@ -16,7 +16,7 @@ from tensordict import TensorDict, TensorDictBase
 from tensordict.nn import TensorDictModule, TensorDictParams
 from torch import Tensor, nn
 from torchrl.envs.utils import ExplorationType, set_exploration_type
-from torchrl.modules import MLP
+from torchrl.modules import MLP, BatchRenorm1d
 from torchrl.objectives import SACLoss
 from torchrl.objectives.sac import compute_rsample_log_prob
 from torchrl.objectives.utils import distance_loss
@@ -24,7 +24,6 @@ from torchrl.objectives.value import TD0Estimator
 
 from torchrl_sacflow import _fast
 from torchrl_sacflow._fast.actor_binding import BoundActorParams
-from torchrl_sacflow.modules.critics import BatchRenormQNet, _SaturatingBatchRenorm1d
 
 __all__ = ["FastSACLoss"]
 
@@ -36,7 +35,7 @@ def batch_renorm(
     running_mean: Tensor,
     running_var: Tensor,
     num_batches_tracked: Tensor,
-    module: _SaturatingBatchRenorm1d,
+    module: BatchRenorm1d,
 ) -> Tensor:
     """:meth:`torchrl.modules.BatchRenorm1d.forward` on a 2-D ``x`` with ATen's fused batch-norm kernels.
 
@@ -79,6 +78,16 @@ def batch_renorm(
                         module.eps)
 
 
+def _flat_body(module) -> tuple[str, nn.Module] | None:
+    """``module.flat_body()`` (the CrossQ critic's ``(name, Sequential)``), or ``None`` for a module
+    without that method: the critic is read by what it offers, not by its class."""
+    flat_body = getattr(module, "flat_body", None)
+    if not callable(flat_body):
+        return None
+    name, body = flat_body()
+    return (name, body) if isinstance(name, str) and isinstance(body, nn.Sequential) else None
+
+
 class _MLPEnsemble:
     """``N`` stacked copies of a plain MLP critic, evaluated one ``F.linear`` per layer and copy.
 
@@ -91,10 +100,12 @@ class _MLPEnsemble:
     Only the output entry is written (the only one SACLoss reads); the result has batch size
     ``[N, *td.batch_size]`` like the vmapped one.
 
-    The CrossQ critic (:class:`~torchrl_sacflow.modules.critics.BatchRenormQNet`) is evaluated
-    the same way, its batch-renorm layers with :func:`batch_renorm` on each copy's slice of the
-    stacked statistics (in the mode the loss set on the critic's modules), its step counters
-    advanced once per training-mode call, as the vmapped call advances each copy's.
+    The CrossQ critic (:class:`~torchrl_sacflow.modules.critics.BatchRenormQNet`, or any module
+    with its ``flat_body()`` method: a ``Sequential`` run on the inputs flattened to one batch dim,
+    whose batch-renorm layers cap their step counter at ``warmup_steps``) is evaluated the same
+    way, its batch-renorm layers with :func:`batch_renorm` on each copy's slice of the stacked
+    statistics (in the mode the loss set on the critic's modules), its step counters advanced once
+    per training-mode call, as the vmapped call advances each copy's.
     """
 
     _BRN_BUFFERS = ("weight", "bias", "running_mean", "running_var")
@@ -103,8 +114,9 @@ class _MLPEnsemble:
         module = qvalue_network.module
         self.in_keys = list(qvalue_network.in_keys)
         self.out_key = qvalue_network.out_keys[0]
-        self.flatten = type(module) is BatchRenormQNet  # it normalises over one flat batch dim
-        body, prefix = (module.net, ("module", "net")) if self.flatten else (module, ("module",))
+        flat = _flat_body(module)
+        self.flatten = flat is not None  # it normalises over one flat batch dim
+        body, prefix = (flat[1], ("module", flat[0])) if self.flatten else (module, ("module",))
         # ("module", …, i, "weight"/"bias") keys of the stacked parameters, a batch-renorm layer
         # (its module and the keys of its parameters and buffers) or a stateless module
         self.layers: list = []
@@ -114,7 +126,7 @@ class _MLPEnsemble:
             if type(layer) is nn.Linear:
                 bias = None if layer.bias is None else (*key, "bias")
                 self.layers.append(((*key, "weight"), bias))
-            elif type(layer) is _SaturatingBatchRenorm1d:
+            elif isinstance(layer, BatchRenorm1d):
                 keys = tuple((*key, leaf) for leaf in (*self._BRN_BUFFERS, "num_batches_tracked"))
                 self.layers.append((layer, keys))
                 self.counters.append((layer, keys[-1]))
@@ -123,20 +135,22 @@ class _MLPEnsemble:
 
     @staticmethod
     def supports(qvalue_network) -> bool:
-        """Whether the critic is a plain Linear/activation MLP, or a CrossQ
-        :class:`~torchrl_sacflow.modules.critics.BatchRenormQNet`, that this class can evaluate."""
+        """Whether the critic is a plain Linear/activation MLP, or a CrossQ critic with a
+        ``flat_body()`` (:class:`~torchrl_sacflow.modules.critics.BatchRenormQNet`), that this class
+        can evaluate."""
         if type(qvalue_network).forward is not TensorDictModule.forward or len(qvalue_network.out_keys) != 1:
             return False
         module = getattr(qvalue_network, "module", None)
-        if type(module) is BatchRenormQNet:
-            body, allowed = module.net, (nn.Linear, _SaturatingBatchRenorm1d)
+        flat = _flat_body(module)
+        if flat is not None:
+            body, allowed = flat[1], (nn.Linear, BatchRenorm1d)
         elif type(module) is MLP and not getattr(module, "_reshape_out", False):
             body, allowed = module, (nn.Linear,)
         else:
             return False
         for layer in body.children():
-            if type(layer) in allowed:
-                if type(layer) is _SaturatingBatchRenorm1d and layer.smooth:
+            if type(layer) is nn.Linear or (isinstance(layer, BatchRenorm1d) and BatchRenorm1d in allowed):
+                if isinstance(layer, BatchRenorm1d) and layer.smooth:
                     return False  # the smooth warm-up is TorchRL's path only
                 continue
             if any(True for _ in layer.parameters()) or any(True for _ in layer.buffers()):
@@ -232,7 +246,7 @@ class _MLPEnsemble:
                 if module.training:
                     counter = self._leaf(params, key)
                     counter.add_(1)
-                    if module.warmup_steps > 0:  # _SaturatingBatchRenorm1d's cap
+                    if module.warmup_steps > 0:  # the flat body's counters stop at warmup_steps
                         counter.clamp_(max=module.warmup_steps)
         out = torch.stack(outs)
         return out.reshape(n, *batch_shape, out.shape[-1]) if self.flatten else out

@@ -116,6 +116,22 @@ class BatchRenormQNet(nn.Module):
         self.in_features = in_features
         self.net = nn.Sequential(*layers)
 
+    def flat_body(self) -> tuple[str, nn.Sequential]:
+        """The network as a fused evaluation may run it: ``("net", self.net)``.
+
+        :meth:`forward` is ``self.net`` on the inputs concatenated on the last dim and flattened to
+        ``[B, in_features]``, its output reshaped back to ``[*batch, 1]``. ``self.net`` holds only
+        ``nn.Linear`` layers, parameter-free activations and :class:`~torchrl.modules.BatchRenorm1d`
+        layers whose step counter stops at ``warmup_steps``. The speed paths
+        (``torchrl_sacflow._fast``) read the critic through this method alone, so they need not
+        import this module.
+
+        Returns:
+            ``(attribute name, body)``: the name under which the body's parameters are keyed and
+            the ``nn.Sequential`` itself.
+        """
+        return "net", self.net
+
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         x = inputs[0] if len(inputs) == 1 else torch.cat(inputs, dim=-1)
         if x.shape[-1] != self.in_features:

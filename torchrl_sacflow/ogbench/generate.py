@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from torchrl_sacflow.errors import ConfigError
+from torchrl_sacflow.errors import ConfigError, exit_on_config_error
 from torchrl_sacflow.ogbench.tasks import (
     ACTION_DIM,
     dataset_env_id,
@@ -377,8 +377,6 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """The command line; a bad setting prints ``generate: error: <message>`` and exits with code 2."""
-    from torchrl_sacflow.training.errors import exit_on_config_error
-
     args = _parser().parse_args(argv)
     with exit_on_config_error("generate"):
         summary = generate_ogbench_dataset(
