@@ -12,9 +12,9 @@ from torchrl_sacflow.modules.flow_actor import (
 from torchrl_sacflow.modules.velocity import (
     GatedVelocity,
     MLPVelocity,
-    TransformerVelocity,
     VelocityField,
     velocity_module,
 )
+from torchrl_sacflow.modules.transformer_velocity import TransformerVelocity
 from torchrl_sacflow.modules.critics import make_crossq_qvalue, make_qvalue
 from torchrl_sacflow.modules.actor_norm import ActorBatchRenorm, batch_statistics

@@ -34,10 +34,10 @@ from torchrl.data import Bounded, TensorSpec
 from torchrl.modules import ProbabilisticActor
 
 from torchrl_sacflow._fast.direct_actor import DirectProbabilisticActor
+from torchrl_sacflow.modules.transformer_velocity import TransformerVelocity
 from torchrl_sacflow.modules.velocity import (
     GatedVelocity,
     MLPVelocity,
-    TransformerVelocity,
     VelocityField,
     _run_from,
 )
