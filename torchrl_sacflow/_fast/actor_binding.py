@@ -15,8 +15,8 @@ class BoundActorParams:
 
     TorchRL's ``convert_to_functional`` keeps the actor's parameters (the same tensors) in
     ``actor_network_params`` but copies its buffers, and the losses swap the lot into the module
-    around every actor evaluation (``to_module``): 0.2-0.9 ms per swap for these policies
-    (``benchmarks/overheads.py``). :meth:`_bind_actor_params` puts the loss's tensors into the
+    around every actor evaluation (``to_module``), a fixed cost per call (``docs/fast_paths.md``).
+    :meth:`_bind_actor_params` puts the loss's tensors into the
     module once, for good; :meth:`_actor_params` then skips the swap as long as the module still
     holds exactly those tensors (``load_state_dict``, ``.to()``, ``.double()`` update them in place
     and keep it so) and falls back to the swap otherwise.

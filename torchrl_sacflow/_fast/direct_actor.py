@@ -2,10 +2,10 @@
 
 TorchRL's :class:`~torchrl.modules.ProbabilisticActor` goes through tensordict's sequence machinery
 on every call: each module output is passed through ``TensorDict.from_any`` (which, in tensordict
-0.14, asks ``importlib`` whether pandas is installed: ~70 µs per output tensor), the distribution
-module is found by walking all submodules, and the sample goes through an interaction-type
-dispatch. For a small actor at batch 1 (the policy in a collector) that is ~0.2 ms of a ~0.6 ms
-call; inside a SAC update it is ~0.3–0.5 ms per actor evaluation.
+0.14, asks ``importlib`` whether pandas is installed), the distribution module is found by
+walking all submodules, and the sample goes through an interaction-type dispatch: fixed costs that
+are a large share of a small actor's call at batch 1, the policy in a collector
+(``docs/fast_paths.md`` has the measurements).
 
 :class:`DirectProbabilisticActor` is a ``ProbabilisticActor`` like any other (same constructor,
 same modules, same state dict, same entries written). When it has the standard two-module shape
@@ -80,7 +80,7 @@ class DirectProbabilisticActor(ProbabilisticActor):
     """A :class:`~torchrl.modules.ProbabilisticActor` with a direct path for its common case.
 
     Constructed exactly like its parent; see the module docstring for when the direct path is
-    taken. ``benchmarks/results/throughput_notes.md`` has the measured effect.
+    taken. ``docs/fast_paths.md`` has the measured effect.
 
     Examples:
         >>> import torch

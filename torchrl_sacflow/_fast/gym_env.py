@@ -21,7 +21,7 @@ class DirectGymEnv(GymEnv):
 
     ``GymEnv._step`` reads the action, observation, reward and done flags through the specs'
     generic converters (``to_numpy``, ``encode``), then moves the result to the env's device even
-    when it is already there: ~0.3 ms per step on a 2-core CPU for a ~0.08 ms MuJoCo step. For a
+    when it is already there, several times the cost of a MuJoCo step (``docs/fast_paths.md``). For a
     single (unbatched) gymnasium env with one continuous action, one ``"observation"`` array,
     a scalar reward and the three done flags, no frame skip and no info readers, this step makes
     the same tensors with plain ``torch`` calls. Anything else (pixels, dict observations, an

@@ -12,7 +12,8 @@ def _prefer_fused_adam(optimizer: torch.optim.Optimizer) -> bool:
     """Switch an ``Adam``/``AdamW`` left at PyTorch's default implementation to its fused kernel.
 
     Same update rule, one kernel for all tensors instead of ~10 ops per tensor: on CPU the default
-    is the per-tensor loop, which costs ~3 ms per step for Flow-T's 53 actor tensors (0.7 ms fused).
+    is the per-tensor loop, whose cost grows with the number of tensors (Flow-T's actor has 53;
+    ``docs/fast_paths.md``).
     Optimizers configured explicitly (``foreach``/``fused``/``differentiable``/``capturable`` set),
     of another class, or holding tensors the fused kernel does not take are left alone. Returns
     whether it switched. (A checkpoint's ``load_state_dict`` restores the saved flags.)

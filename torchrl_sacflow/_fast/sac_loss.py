@@ -62,8 +62,8 @@ def batch_renorm(
         # the counter costs nothing; on an accelerator the branch-free path below avoids a sync)
         return F.batch_norm(x, running_mean, running_var, weight, bias, True, module.momentum, module.eps)
     with torch.no_grad():
-        # two passes over x rather than var_mean: ATen's var_mean over dim 0 of a [1024, 1024]
-        # input measured ~8 ms on one CPU thread, these ~1.5 ms
+        # two passes over x rather than var_mean: ATen's var_mean over dim 0 is much slower on CPU
+        # (docs/fast_paths.md)
         mean = x.mean(0)
         var = (x - mean).square_().mean(0)
         running_std = (running_var + module.eps).sqrt()
@@ -96,7 +96,7 @@ class _MLPEnsemble:
     and parameter-free activations (what :func:`~torchrl_sacflow.modules.make_qvalue` builds). Same
     math as the vmapped call (copy ``j`` uses slice ``j`` of every stacked parameter, the inputs are
     concatenated in ``in_keys`` order), without the functorch batching machinery: on CPU the vmapped
-    linear becomes ``bmm`` + a separate bias ``add`` and costs ~0.8 ms of fixed overhead per call.
+    linear becomes ``bmm`` + a separate bias ``add``, with a fixed overhead per call.
     Only the output entry is written (the only one SACLoss reads); the result has batch size
     ``[N, *td.batch_size]`` like the vmapped one.
 
@@ -179,15 +179,15 @@ class _MLPEnsemble:
             if not weight.requires_grad:
                 # Detached critics under autograd (the actor loss): run eagerly. The compiled
                 # backward would save each ReLU's mask as a bool tensor, and inductor's CPU code
-                # for that store measured ~20x slower than ATen's (2 ms per 512×256 mask).
+                # for that store is much slower than ATen's (docs/fast_paths.md).
                 return self._eager(inputs, params)
         return self._forward(inputs, params)
 
     @staticmethod
     def _leaf(params: TensorDictBase, key: tuple) -> Tensor:
         # A TensorDictParams keeps its leaves in nn.Module's parameter/buffer tables under the
-        # dotted key (what optimizers and state_dict see): a dict lookup instead of ~10 µs of
-        # nested TensorDict get per tensor.
+        # dotted key (what optimizers and state_dict see): a dict lookup instead of a nested
+        # TensorDict get per tensor.
         if type(params) is TensorDictParams:
             name = ".".join(key)
             leaf = params._parameters.get(name)

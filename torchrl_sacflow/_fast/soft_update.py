@@ -14,9 +14,9 @@ class FusedSoftUpdate(SoftUpdate):
 
     The same Polyak update, ``θ̄ ← θ̄ + τ (θ − θ̄)`` (``lerp_`` with weight ``1 − eps``, as the parent
     writes it), over the same source/target pairs, with the same checks. The parent steps each
-    (TensorDict of) target with its own ``lerp_`` through tensordict's per-leaf machinery: ~0.4 ms
-    per step for twin 256×256 critics on CPU, for ~0.05 ms of arithmetic; here the pairs are
-    collected once (the parent locks both sides when it is initialised) and updated by one fused op.
+    (TensorDict of) target with its own ``lerp_`` through tensordict's per-leaf machinery, which
+    costs several times the arithmetic (``docs/fast_paths.md``); here the pairs are collected once
+    (the parent locks both sides when it is initialised) and updated by one fused op.
 
     Args:
         loss_module: as :class:`~torchrl.objectives.SoftUpdate`.

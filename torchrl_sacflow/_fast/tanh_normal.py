@@ -5,8 +5,8 @@ collector once per frame. TorchRL's :class:`~torchrl.modules.TanhNormal` does it
 ``torch.distributions`` machinery: ``Independent(Normal)`` sampling and scoring, then a
 ``ComposeTransform`` (safe tanh, then the affine map to the action bounds) that is called once
 forward and once for its log-Jacobian, each part summed separately. The math is a handful of
-element-wise ops; the machinery around them cost ~0.2 ms per call on CPU at batch 256, ~1 % of a
-Gaussian SAC update per call (``benchmarks/results/throughput_notes.md``).
+element-wise ops; the machinery around them costs more than the math on CPU
+(``docs/fast_paths.md``).
 
 :class:`FusedTanhNormal` is that distribution (subclass; every other method inherited) with
 ``rsample_and_log_prob``/``sample_and_log_prob`` (and ``rsample``/``sample``) computing the same
@@ -15,7 +15,7 @@ argument-binding step); for a reparameterised draw the Gaussian term uses the dr
 (``(pre − loc) / scale`` is that noise: same value up to rounding, same gradient, fewer ops).
 Configurations it does not cover (``tanh_loc``, ``event_dims != 1``, an unsafe tanh) use the
 parent's methods. The constructor is the parent's. (A cache of what the constructor derives from
-the bounds measured within noise, 1.005 on the whole update, and was removed.)
+the bounds gained nothing measurable and was removed.)
 """
 from __future__ import annotations
 
@@ -40,8 +40,8 @@ class _SafeTanh(torch.autograd.Function):
     """TorchRL's ``safetanh_noeps``: ``tanh`` clamped to ``±(1 − resolution)``, gradient ``1 − out²``.
 
     The same forward and backward as TorchRL's function, declared without ``setup_context``: with it,
-    every ``apply`` binds its arguments through ``inspect.signature`` (~70 µs per call on CPU,
-    4x the op itself). Functorch transforms (vmap, grad) need ``setup_context``; under them
+    every ``apply`` binds its arguments through ``inspect.signature``, which costs more than the op
+    itself on CPU (``docs/fast_paths.md``). Functorch transforms (vmap, grad) need ``setup_context``; under them
     :func:`safe_tanh` uses TorchRL's function.
     """
 

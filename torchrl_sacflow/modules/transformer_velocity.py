@@ -403,7 +403,10 @@ class TransformerVelocity(VelocityField):
         if time_bias is not None:
             x = F.linear(action, self.token_action.weight, time_bias)
         else:
-            column = _time_column(time, action) if isinstance(time, torch.Tensor) else action.new_full((1,), float(time))
+            if isinstance(time, torch.Tensor):
+                column = _time_column(time, action)
+            else:
+                column = action.new_full((1,), float(time))
             x = self.token_action(action) + self._time_token(column)
         for block, block_context in zip(self.blocks, context.blocks):
             x = block.rollout_step(x, block_context)

@@ -61,14 +61,14 @@ def make_collector(
         learner_threads (int, optional): torch threads the main process keeps while workers run.
         track_traj_ids (bool): write ``("collector", "traj_ids")`` in every frame. Off by default
             with one worker: SAC's uniform replay reads episode ends from the done flags, and the
-            ids cost ~10 % of a single-env collector's time (``_update_traj_ids`` each step).
+            ids cost a noticeable share of a single-env collector's time (``_update_traj_ids``
+            each step; ``docs/fast_paths.md``).
             TorchRL's ``MultiSyncCollector`` relies on them, so with several workers they are on.
         compile_policy (bool or str): ``torch.compile`` the policy in the collector (TorchRL's
             ``compile_policy``, in each worker), with :func:`~torchrl_sacflow.training.update.compile_options`
             (a string is the compile mode), so a compiled policy draws the same noise as the eager
-            one for a given seed. A flow policy's call at batch 1 is a few hundred small ops, and
-            compiling it made HalfCheetah collection 1.4-1.6x faster on a 2-core CPU; the Gaussian
-            policy was 8 % slower (``benchmarks/results/throughput_notes.md``, row 31). Costs
+            one for a given seed. A flow policy's call at batch 1 is a few hundred small ops, which
+            compiling fuses; a Gaussian policy has too few to gain (``docs/fast_paths.md``). Costs
             seconds of compilation at the third policy call (per worker). Default ``False``.
         backend (str): ``"local"`` (default): the collectors above, on this machine. ``"ray"``:
             TorchRL's :class:`~torchrl.collectors.distributed.RayCollector` with ``num_workers``

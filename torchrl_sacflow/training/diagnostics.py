@@ -1,4 +1,4 @@
-"""What a flow run's logs need to show *why* it learns or stalls (paper-parity work, issue 20).
+"""What a flow run's logs need to show *why* it learns or stalls (the paper-parity work).
 
 The entropy term of SAC acts on the flow only through σ, so the quantities to watch are α, the
 mean ``log π`` (logged by :class:`~torchrl_sacflow.training.SACUpdate` as ``entropy = −mean log π``),

@@ -29,12 +29,10 @@ def resolve_num_threads(threads: int | str, num_workers: int = 1, backend: str =
 
     ``"auto"``: with the in-process collector (``backend="local"``, ``num_workers=1``) the env
     steps in the learner's process, so collection and updates alternate and the learner takes
-    every core (``preset=paper``'s update ran 1.67× faster with 2 threads than with 1 on an idle
-    2-core machine under the recipes' ``GOMP_SPINCOUNT``, 0.71× beside a busy process:
-    ``benchmarks/results/learner_threads.md``). With worker processes (``num_workers > 1`` or the
+    every core (measured in ``docs/fast_paths.md``). With worker processes (``num_workers > 1`` or the
     Ray backend) collection runs at the same time as the updates, so each worker keeps a core and
-    the learner gets ``max(1, cores - num_workers)`` (two learner threads on two cores shared with
-    a worker ran 5-10× slower than one). Workers run single-threaded.
+    the learner gets ``max(1, cores - num_workers)`` (more learner threads than free cores run
+    far slower than one). Workers run single-threaded.
 
     Raises:
         ConfigError: ``threads`` is neither ``"auto"`` nor an integer >= 1.
