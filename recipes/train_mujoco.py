@@ -22,10 +22,12 @@ import torch
 import tqdm
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
+from torchrl.checkpoint import StateDictCheckpointAdapter
 from torchrl.envs.utils import ExplorationType
 
 from torchrl_sacflow.plot import plot_runs
 from torchrl_sacflow.training import (
+    EnvState,
     SACUpdate,
     action_dim,
     check_group_choices,
@@ -52,6 +54,7 @@ from torchrl_sacflow.training import (
     save_checkpoint,
     seed_everything,
     set_learner_threads,
+    supports_exact_state,
     truncate_csv_logs,
     validate_train_config,
     write_summary,
@@ -97,15 +100,21 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
                                        storage=c["replay_buffer"]["storage"],
                                        scratch_dir=c["replay_buffer"]["scratch_dir"])
 
-    # Checkpoint: every stateful piece, restored in place on resume (progress is a JSON dict)
-    progress = {"frames": 0, "updates": 0, "updates_owed": 0, "wall_time_s": 0.0}
+    # Checkpoint: every stateful piece, restored in place on resume (progress is a JSON dict). The RNGs
+    # and the envs' between-step state are restored last, once the collector is built and seeded.
+    progress = {"frames": 0, "updates": 0, "updates_owed": 0, "wall_time_s": 0.0, "pending_round": None}
     ckpt = make_checkpoint(
         loss_module=losses.loss_module, update_step=update, progress=progress, config=c, policy=actor,
         optimizers={"actor_optim": actor_optim, "critic_optim": critic_optim, "alpha_optim": alpha_optim},
         replay_buffer=replay_buffer if c["checkpoint"]["save_replay_buffer"] else None)
+    late = {"rng"}
+    if supports_exact_state(eval_env):
+        ckpt.register("eval_env_state", EnvState(eval_env), adapter=StateDictCheckpointAdapter(payload_format="torch"))
+        late.add("eval_env_state")
     if c["resume"]:
-        load_checkpoint(ckpt, run_dir)
+        load_checkpoint(ckpt, run_dir, exclude=late)
         progress.setdefault("updates_owed", 0)
+        progress.setdefault("pending_round", None)
         truncate_csv_logs(run_dir, progress["frames"])
     total_frames = round_up_frames(col["total_frames"], col["frames_per_batch"])
     start, session_frames, session_updates, update_time = time.perf_counter(), 0, 0, 0.0
@@ -133,66 +142,105 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
         init_random_frames=max(col["init_random_frames"] - progress["frames"], 0),
         seed=c["seed"] + progress["frames"], device=device, learner_threads=threads,
         compile_policy=col["compile_policy"], backend=col["backend"], sync=col["sync"], ray_address=col["ray_address"])
+    # exact resume: the in-process collector's env and carrier (workers' envs live in other processes)
+    if col["backend"] == "local" and col["num_workers"] == 1 and supports_exact_state(collector.env):
+        ckpt.register("train_env_state", EnvState(collector.env, collector=collector),
+                      adapter=StateDictCheckpointAdapter(payload_format="torch"))
+        late.add("train_env_state")
+    if c["resume"]:
+        load_checkpoint(ckpt, run_dir, components=late)
     updates_per_batch = max(1, int(col["frames_per_batch"] * opt["utd_ratio"]))
     grad_every = lg["log_path_grad_norms_every"] if c["policy"]["kind"] == "flow" else 0
     last_eval: dict = {}
     pbar = tqdm.tqdm(total=total_frames, initial=progress["frames"], unit="frame", disable=not lg["progress_bar"],
                      dynamic_ncols=True)
     last_train_return = math.nan
+
+    def finish_round(rnd: dict) -> bool:
+        """Updates, diagnostics, eval and logging of one collected batch (``rnd``: its JSON state).
+
+        Returns ``False`` when a stop request cut it short: ``rnd`` (saved with the checkpoint as
+        ``progress["pending_round"]``) then says what is left, and the resumed run finishes it first,
+        so a resume ends bit-identical to the run left alone (the metrics' float64 running sums, the
+        updates owed, an evaluation that was due).
+        """
+        nonlocal update_time, session_updates, last_eval, last_train_return
+        metrics, before, batch = dict(rnd["metrics"]), rnd["before"], None
+        if rnd["stage"] == "updates":
+            t0 = time.perf_counter()
+            while progress["updates_owed"] > 0 and not stop.requested:
+                batch = replay_buffer.sample()
+                out = update(batch)
+                rnd["n"] += 1
+                for k, v in out.items():  # float64 running sums: the same bits however the round is split
+                    rnd["sums"][k] = rnd["sums"].get(k, 0.0) + v.double().item()
+                progress["updates_owed"] -= 1
+                progress["updates"] += 1
+                session_updates += 1
+            update_time += time.perf_counter() - t0
+            if progress["updates_owed"] > 0:
+                return False
+            if rnd["n"]:
+                metrics.update({f"train/{k}": v / rnd["n"] for k, v in rnd["sums"].items()})
+            if batch is not None and (lg["diagnostics_every"] <= 0 or due(lg["diagnostics_every"], before)):
+                metrics.update({f"train/{k}": v for k, v in flow_diagnostics(actor, batch).items()})
+            updates_now = progress["updates"]
+            if grad_every and batch is not None and updates_now // grad_every > (updates_now - rnd["n"]) // grad_every:
+                norms = losses.loss_module.path_grad_norms(batch)
+                metrics.update({f"train/path_grad_norm_step_{i}": g for i, g in enumerate(norms)})
+            if col["sync"]:  # an asynchronous Ray collector pushes them to each worker itself
+                collector.update_policy_weights_()
+            rnd["stage"] = "eval"
+        eval_due = due(ev["interval"], before) or progress["frames"] >= total_frames
+        if eval_due and not stop.requested:
+            last_eval = {**run_eval(), "frames": progress["frames"]}
+            metrics.update({k: v for k, v in last_eval.items() if k != "frames"})
+        elapsed = time.perf_counter() - start
+        metrics["time/updates_per_s"] = session_updates / max(update_time, 1e-9)  # incl. sampling
+        metrics["time/frames_per_s"] = session_frames / max(elapsed, 1e-9)  # collect + update + eval
+        metrics["time/wall_time_s"] = wall_before + elapsed
+        if rnd.get("logged"):  # its other scalars went out before the stop: one row per step
+            metrics = {k: v for k, v in metrics.items() if k.startswith("eval/")}
+        log_metrics(logger, metrics, progress["frames"])
+        # the return of the last episode that ended (a batch may end none: long episodes)
+        last_train_return = metrics.get("train/episode_return", last_train_return)
+        if eval_due and stop.requested:  # once a stop is requested nothing new starts: the resumed run evaluates
+            rnd.update(stage="eval", metrics={}, logged=True)
+            return False
+        return True
+
     # the collector (its workers, a Ray runtime it started) is shut down however the loop ends
     with StopOnSignal() as stop, contextlib.ExitStack() as cleanup:
         cleanup.callback(collector.shutdown)
-        for data in collector if progress["frames"] < total_frames else ():
+        if progress["pending_round"] is not None and finish_round(progress["pending_round"]):
+            progress["pending_round"] = None  # what a stop left of its round is done first
+        for data in collector if progress["frames"] < total_frames and not stop.requested else ():
             data = data.reshape(-1)
             replay_buffer.extend(data)
             before = progress["frames"]
             progress["frames"] += data.numel()
             session_frames += data.numel()
-            metrics = episode_metrics(data)
+            rnd = {"before": before, "metrics": episode_metrics(data), "stage": "eval", "n": 0, "sums": {}}
             if progress["frames"] >= col["init_random_frames"] and len(replay_buffer) >= opt["batch_size"]:
                 # "owed" carries the updates an interrupted batch did not finish into the resumed run
                 progress["updates_owed"] += updates_per_batch
-                t0, out = time.perf_counter(), []
-                while progress["updates_owed"] > 0 and not stop.requested:
-                    batch = replay_buffer.sample()
-                    out.append(update(batch))
-                    progress["updates_owed"] -= 1
-                update_time += time.perf_counter() - t0
-                progress["updates"] += len(out)
-                session_updates += len(out)
-                if out:
-                    metrics.update({f"train/{k}": v for k, v in torch.stack(out).mean().items()})
-                if out and (lg["diagnostics_every"] <= 0 or due(lg["diagnostics_every"], before)):
-                    metrics.update({f"train/{k}": v for k, v in flow_diagnostics(actor, batch).items()})
-                if grad_every and out and progress["updates"] // grad_every > (progress["updates"] - len(out)) // grad_every:
-                    norms = losses.loss_module.path_grad_norms(batch)
-                    metrics.update({f"train/path_grad_norm_step_{i}": g for i, g in enumerate(norms)})
-            if col["sync"]:  # an asynchronous Ray collector pushes them to each worker itself
-                collector.update_policy_weights_()
-            # once a stop is requested nothing new starts (no eval, no collection): checkpoint and exit
-            if not stop.requested and (due(ev["interval"], before) or progress["frames"] >= total_frames):
-                last_eval = {**run_eval(), "frames": progress["frames"]}
-                metrics.update({k: v for k, v in last_eval.items() if k != "frames"})
-            elapsed = time.perf_counter() - start
-            metrics["time/updates_per_s"] = session_updates / max(update_time, 1e-9)  # incl. sampling
-            metrics["time/frames_per_s"] = session_frames / max(elapsed, 1e-9)  # collect + update + eval
-            metrics["time/wall_time_s"] = wall_before + elapsed
-            log_metrics(logger, metrics, progress["frames"])
+                rnd["stage"] = "updates"
+            complete = finish_round(rnd)
             pbar.update(data.numel())
-            # the return of the last episode that ended (a batch may end none: long episodes)
-            last_train_return = metrics.get("train/episode_return", last_train_return)
             pbar.set_postfix(train_return=last_train_return,
                              eval_return=last_eval.get("eval/return_mean", math.nan),
-                             updates_per_s=metrics["time/updates_per_s"], refresh=False)
+                             updates_per_s=session_updates / max(update_time, 1e-9), refresh=False)
+            if not complete:
+                progress["pending_round"] = rnd
             if stop.requested:
                 break
             if due(c["checkpoint"]["interval"], before):
                 save()
-    pbar.close()
-    if not stop.requested and last_eval.get("frames") != progress["frames"]:  # e.g. a resumed, finished run
-        last_eval = {**run_eval(), "frames": progress["frames"]}
-        log_metrics(logger, {k: v for k, v in last_eval.items() if k != "frames"}, progress["frames"])
-    save()
+        pbar.close()
+        if not stop.requested and last_eval.get("frames") != progress["frames"]:  # e.g. a resumed, finished run
+            last_eval = {**run_eval(), "frames": progress["frames"]}
+            log_metrics(logger, {k: v for k, v in last_eval.items() if k != "frames"}, progress["frames"])
+        save()  # before the collector shuts down: its env state is part of the checkpoint
     if logger is not None:
         logger.flush()
     if lg["plot"] and lg["backend"] == "csv":

@@ -244,7 +244,7 @@ CORRUPT = {
     "lengths": "arrays have different numbers of rows {'observations': 18, 'actions': 17, 'terminals': 18, 'qpos': 18}",
     "terminal_values": "4 'terminals' entries are neither 0 nor 1",
     "open_end": "the last row does not end an episode (terminals[-1] = 0): a truncated file?",
-    "nan": "1 entries of 'observations' are not finite",
+    "nan": "'observations' has a non-finite value at row 3 (1 rows)",
     "empty": "has no rows",
     "out_of_bounds": "2 of 70 action entries (2.9%) lie outside the env's action bounds [-1, 1] (by up to 0.5)",
 }

@@ -314,11 +314,28 @@ def _bad_files(tmp_path):
     empty = tmp_path / "empty.hdf5"
     write_synthetic_file(empty, [])
     cases["zero_demos"] = (empty, "contains no demonstrations")
+    # non-finite values: named with the demo, key and first bad row (they were accepted: NaN weights)
+    for case, member, index, value, message in (
+        ("nan_action", "data/demo_0/actions", (1, 0), np.nan, "demo 'demo_0' has a non-finite value in 'actions' at row 1"),
+        ("inf_reward", "data/demo_0/rewards", (0,), np.inf, "non-finite value in 'rewards' at row 0"),
+        ("nan_obs", "data/demo_0/obs/object", (1, 2), np.nan, "non-finite value in 'obs' at row 1"),
+        ("nan_next_obs", "data/demo_0/next_obs/robot0_eef_pos", (0, 0), -np.inf,
+         "non-finite value in 'next_obs' at row 0"),
+    ):
+        path = tmp_path / f"{case}.hdf5"
+        write_synthetic_file(path, ok)
+        with h5py.File(path, "a") as f:
+            data = f[member][()].astype(np.float64)
+            data[index] = value
+            del f[member]
+            f[member] = data
+        cases[case] = (path, message)
     return cases
 
 
 @pytest.mark.parametrize(
-    "case", ["missing", "not_hdf5", "no_data", "missing_obs_key", "missing_actions", "zero_demos"]
+    "case", ["missing", "not_hdf5", "no_data", "missing_obs_key", "missing_actions", "zero_demos",
+             "nan_action", "inf_reward", "nan_obs", "nan_next_obs"]
 )
 def test_bad_files_give_one_line_errors(tmp_path, case):
     path, message = _bad_files(tmp_path)[case]

@@ -137,8 +137,10 @@ def read_ogbench_npz(path: PathLike, task: str) -> dict[str, np.ndarray]:
         )
     for key in widths:
         if key in raw and not np.isfinite(raw[key]).all():
-            bad = int((~np.isfinite(raw[key])).sum())
-            raise OGBenchDatasetError(f"{str(path)!r}: {bad} entries of {key!r} are not finite")
+            finite = np.isfinite(raw[key]).reshape(len(raw[key]), -1).all(-1)
+            raise OGBenchDatasetError(
+                f"{str(path)!r}: {key!r} has a non-finite value at row {int(np.argmin(finite))} "
+                f"({int((~finite).sum())} rows)")
     return raw
 
 

@@ -274,6 +274,8 @@ def load_robomimic_dataset(
       just inside the bounds; the critic and the proximity term see the stored actions.)
     * **rewards** — summed over a chunk with discount ``gamma``; **observations** — the
       ``obs_keys`` concatenated in order, float32.
+    * **non-finite values** (NaN, ±inf) in actions, rewards, obs or next_obs are an error naming the
+      demo, the key and the first bad row; nothing is dropped.
 
     Args:
         path (str or path-like): the Robomimic HDF5 file.
@@ -371,6 +373,15 @@ def load_robomimic_dataset(
                 raise RobomimicDatasetError(
                     f"{str(path)!r}: demo {demo!r} has {T} actions but lengths {bad}"
                 )
+            # a NaN or inf would train the policy and the critic to NaN weights without a word
+            for name, value in (("actions", actions), ("rewards", rewards), ("obs", obs), ("next_obs", next_obs)):
+                finite = np.isfinite(value).reshape(value.shape[0], -1).all(-1)
+                if not finite.all():
+                    row = int(np.argmin(finite))
+                    raise RobomimicDatasetError(
+                        f"{str(path)!r}: demo {demo!r} has a non-finite value in {name!r} at row {row} "
+                        f"({int((~finite).sum())} of its {T} rows)"
+                    )
             success = rewards >= success_reward
             terminal = success if terminal_rule == "success" else dones
             episode_data = chunk_episode(obs, next_obs, actions, rewards, terminal, h, gamma, success)

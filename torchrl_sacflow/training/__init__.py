@@ -6,21 +6,22 @@ Data flows one way: config → these builders → TorchRL parts → the recipe's
 from torchrl_sacflow.training.checkpoint import (
     checkpoint_path,
     has_checkpoint,
+    is_complete_checkpoint,
     load_checkpoint,
     load_trained_policy,
     make_checkpoint,
     read_checkpoint_metadata,
+    recover_checkpoint,
     save_checkpoint,
 )
 from torchrl_sacflow.training.collectors import make_collector, round_up_frames
 from torchrl_sacflow.training.config import (
     check_group_choices,
-    check_resume,
     config_fingerprint,
-    open_run_dir,
     validate_train_config,
 )
 from torchrl_sacflow.training.diagnostics import flow_diagnostics
+from torchrl_sacflow.training.env_state import EnvState, supports_exact_state
 from torchrl_sacflow.training.envs import (
     DirectGymEnv,
     action_dim,
@@ -45,6 +46,7 @@ from torchrl_sacflow.training.losses import CRITICS, LossBundle, make_loss, regi
 from torchrl_sacflow.training.optim import make_optimizers
 from torchrl_sacflow.training.policies import make_gaussian_actor, make_policy
 from torchrl_sacflow.training.replay import make_replay_buffer
+from torchrl_sacflow.training.run_dir import check_resume, open_run_dir, previous_run_files, run_id
 from torchrl_sacflow.training.threads import (
     available_cores,
     resolve_device,
@@ -81,6 +83,8 @@ __all__ = [
     "load_trained_policy",
     "checkpoint_path",
     "has_checkpoint",
+    "is_complete_checkpoint",
+    "recover_checkpoint",
     "read_checkpoint_metadata",
     "make_logger",
     "log_metrics",
@@ -99,6 +103,10 @@ __all__ = [
     "config_fingerprint",
     "check_group_choices",
     "check_resume",
+    "previous_run_files",
+    "run_id",
+    "EnvState",
+    "supports_exact_state",
     "open_run_dir",
     "validate_train_config",
 ]

@@ -1,5 +1,5 @@
-"""Checks of a training config before anything is built, the fingerprint resume compares, and
-the run folder a recipe opens (the resumed one, once checked).
+"""Checks of a training config before anything is built, and the fingerprint resume compares
+(the run folder itself: :mod:`torchrl_sacflow.training.run_dir`).
 
 Everything here raises :class:`~torchrl_sacflow.training.ConfigError` with a one-line message;
 the recipe turns it into ``error: ...`` on stderr and exit code 2.
@@ -14,7 +14,6 @@ from typing import Any, Iterable, Mapping
 
 import torch
 
-from torchrl_sacflow.training.checkpoint import has_checkpoint, read_checkpoint_metadata
 from torchrl_sacflow.training.envs import check_env_id, load_env_factory
 from torchrl_sacflow.training.errors import ConfigError
 from torchrl_sacflow.training.loggers import LOGGER_BACKENDS
@@ -28,8 +27,6 @@ __all__ = [
     "check_collector_backend",
     "config_fingerprint",
     "check_group_choices",
-    "check_resume",
-    "open_run_dir",
     "validate_train_config",
 ]
 
@@ -81,57 +78,6 @@ def _differences(saved: Mapping[str, Any], current: Mapping[str, Any], limit: in
     keys = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
     text = ", ".join(f"{k}={a.get(k)!r} (now {b.get(k)!r})" for k in keys[:limit])
     return text + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
-
-
-def check_resume(
-    resume_dir: str | os.PathLike, fingerprint: str, cfg: Mapping[str, Any] | None = None
-) -> dict[str, Any]:
-    """Check that ``resume_dir`` holds a checkpoint made with the same env/policy/critic config.
-
-    ``cfg`` (optional) is only used to name the settings that differ. Returns the checkpoint
-    metadata.
-    """
-    path = Path(resume_dir)
-    if not path.is_dir():
-        raise ConfigError(f"resume directory {str(path)!r} does not exist")
-    if not has_checkpoint(path):
-        raise ConfigError(f"resume directory {str(path)!r} has no checkpoint (expected {path / 'checkpoint'})")
-    metadata = read_checkpoint_metadata(path)
-    saved = metadata.get("fingerprint")
-    if saved != fingerprint:
-        groups = metadata.get("fingerprint_groups")
-        hint = f": {_differences(groups, _fingerprint_payload(cfg))}" if groups and cfg else ""
-        raise ConfigError(
-            f"cannot resume {str(path)!r}: its checkpoint was made with another env/policy/critic "
-            f"config{hint}; repeat the original run's overrides"
-        )
-    return metadata
-
-
-def open_run_dir(
-    cfg: Mapping[str, Any], run_dir: str | os.PathLike, fingerprint: str
-) -> tuple[Path, dict[str, Any] | None]:
-    """The folder a run writes into, created, with the resolved ``cfg`` saved as ``config.yaml``.
-
-    With ``cfg["resume"]`` set it is that folder (``run_dir`` is ignored), once :func:`check_resume`
-    found in it a checkpoint of the same ``fingerprint``; otherwise ``run_dir``.
-
-    Returns:
-        ``(folder, metadata)``: ``metadata`` is the resumed checkpoint's, ``None`` for a new run.
-
-    Raises:
-        ConfigError: as :func:`check_resume` (no such folder, no checkpoint, another config).
-    """
-    from omegaconf import OmegaConf
-
-    metadata = None
-    if cfg.get("resume"):
-        metadata = check_resume(cfg["resume"], fingerprint, cfg)
-        run_dir = cfg["resume"]
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(OmegaConf.create(dict(cfg)), run_dir / "config.yaml")
-    return run_dir, metadata
 
 
 def _positive_int(value: Any, name: str, *, minimum: int = 1) -> None:
