@@ -6,7 +6,8 @@
 
 A plain loop in the style of TorchRL's ``sota-implementations/sac`` rather than
 ``torchrl.trainers.Trainer``: what this recipe adds to SAC (a policy-delayed update step,
-frame-based eval/checkpoint schedules, a checkpoint on SIGINT, an exact resume) is a line or two
+frame-based eval/checkpoint schedules, a checkpoint on SIGINT, a resume that is bit-exact with the
+in-process collector: docs/checkpoints.md) is a line or two
 each here, but would be hooks sharing state through the trainer object there.
 """
 from __future__ import annotations
