@@ -1,4 +1,4 @@
-"""The README's "Train on your own task": the example loop learns, and the recipe runs the same env."""
+"""The README's "Your own task in 30 lines": the example loop learns, and the recipe runs the same env."""
 from hydra import compose, initialize_config_dir
 
 from examples.own_task import PointMass, point_mass, train
