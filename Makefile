@@ -32,7 +32,7 @@ test-slow-paths: install
 	$(PY) -m pytest -q --fast-paths off tests
 
 benchmark: install
-	$(PY) benchmarks/throughput.py
+	$(PY) -m benchmarks.perf.throughput
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache

@@ -2,20 +2,20 @@
 (BatchRenorm, no target, joint batch, policy delay 3), for Flow-T and the Gaussian baseline, on
 HalfCheetah-v4 and Hopper-v4; plus one run of the paper code's configuration (``preset=paper``).
 
-    python benchmarks/critics.py run --env halfcheetah --seeds 0 1 2 --parallel 2
-    python benchmarks/critics.py run --env hopper --seeds 0 1 2 --parallel 2
-    python benchmarks/critics.py paper        # Flow-T, preset=paper, seed 1, 13 000 steps (~1 h)
-    python benchmarks/critics.py paper --variant nodrift   # the same without drift correction
-    python benchmarks/critics.py report       # benchmarks/results/critics.md + critics.png
+    python -m benchmarks.critics run --env halfcheetah --seeds 0 1 2 --parallel 2
+    python -m benchmarks.critics run --env hopper --seeds 0 1 2 --parallel 2
+    python -m benchmarks.critics paper        # Flow-T, preset=paper, seed 1, 13 000 steps (~1 h)
+    python -m benchmarks.critics paper --variant nodrift   # the same without drift correction
+    python -m benchmarks.critics report       # benchmarks/results/critics.md + critics.png
 
 ``run`` launches the recipe itself, one subprocess per (seed, policy, critic), seed-major (all four
 variants of seed 0 first), ``--parallel`` at a time with 1 torch thread each::
 
     python -m recipes.train_mujoco env=<env> policy=<p> critic=<c> seed=<s> threads=1 <CPU budget>
 
-into ``outputs/bench_critics/<env>/<policy>_<critic>_seed<s>``; a finished run is skipped, one
-still running from an earlier driver (its ``<run>.pid``) is waited for, any other unfinished one is
-started again from scratch. After the first seed the (cheaper) Gaussian runs of a seed go first.
+into ``outputs/bench_critics/<env>/<policy>_<critic>_seed<s>`` by the shared driver
+(:mod:`benchmarks.sweep`: finished runs skipped, live ones adopted, killed ones resumed from their
+checkpoint). After the first seed the (cheaper) Gaussian runs of a seed go first.
 ``report`` (also run after each finished run) writes one table and one plot from whatever has
 finished, for every env in ``--envs``.
 
@@ -28,25 +28,15 @@ uniform random, UTD 1 (1 000 updates after every 1 000 env steps), evaluation ev
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import shlex
-import shutil
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from benchmarks.sweep import OUTPUTS, REPO, RESULTS_DIR, Job, finished, fmt, run_jobs, summary
+from torchrl_sacflow.training import read_csv_scalar
 
-from torchrl_sacflow.training import read_csv_scalar  # noqa: E402
-from torchrl_sacflow.training.checkpoint import has_checkpoint  # noqa: E402
-
-RUNS_DIR = REPO / "outputs" / "bench_critics"
-RESULTS_DIR = REPO / "benchmarks" / "results"
+RUNS_DIR = OUTPUTS / "bench_critics"
 POLICIES = ["flow_t", "gaussian"]
 CRITICS = ["sac", "crossq"]
 BUDGET = [
@@ -72,92 +62,16 @@ def run_dir_for(env: str, policy: str, critic: str, seed: int) -> Path:
 
 
 def recipe_args(env: str, policy: str, critic: str, seed: int, extra: list[str]) -> list[str]:
-    return [f"env={env}", f"policy={policy}", f"critic={critic}", f"seed={seed}", *BUDGET, *extra,
-            f"hydra.run.dir={run_dir_for(env, policy, critic, seed)}"]
-
-
-def _finished(run_dir: Path) -> bool:
-    summary = run_dir / "summary.json"
-    return summary.is_file() and not json.loads(summary.read_text())["interrupted"]
-
-
-class _Adopted:
-    """A run started by an earlier driver that is still alive (its ``<run>.pid`` file): waited on."""
-
-    def __init__(self, pid: int) -> None:
-        self.pid, self.returncode = pid, None
-
-    def poll(self) -> int | None:
-        try:
-            state = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            state = "Z"
-        if state == "Z":
-            self.returncode = "?"
-        return self.returncode
-
-
-def _alive_pid(pid_file: Path) -> int | None:
-    try:
-        pid = int(pid_file.read_text())
-    except (OSError, ValueError):
-        return None
-    return pid if _Adopted(pid).poll() is None else None
-
-
-def run_jobs(jobs: list, *, run_dir_for, args_for, parallel: int, threads: int = 1, on_done=None,
-             module: str = "recipes.train_mujoco") -> None:
-    """Run ``python -m <module> <args_for(job)>`` (the MuJoCo recipe by default) for each job, ``parallel`` at a time.
-
-    A job whose run dir (``run_dir_for(job)``) holds a finished run is skipped; one still running
-    from an earlier driver (its ``<run>.pid``) is waited for, not restarted; an unfinished one with a
-    checkpoint (e.g. killed when a session ended) continues from it (``resume=<run dir>``, exact);
-    anything else starts from scratch. Each run gets ``threads`` torch threads and a ``<run>.log``
-    beside its dir; ``on_done(job)`` is called as each one ends.
-    """
-    pending = [j for j in jobs if not _finished(run_dir_for(j))]
-    running: list[tuple[subprocess.Popen | _Adopted, tuple]] = []
-    for job in list(pending):  # still running from an earlier (killed) driver: wait for it, don't restart it
-        run_dir = run_dir_for(job)
-        pid = _alive_pid(run_dir.parent / f"{run_dir.name}.pid")
-        if pid is not None:
-            pending.remove(job)
-            running.append((_Adopted(pid), job))
-            print(f"[adopt] {job} pid {pid}", flush=True)
-    env_vars = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    while pending or running:
-        while pending and len(running) < parallel:
-            job = pending.pop(0)
-            run_dir = run_dir_for(job)
-            resume = run_dir.is_dir() and has_checkpoint(run_dir)
-            if run_dir.exists() and not resume:
-                shutil.rmtree(run_dir)
-            run_dir.parent.mkdir(parents=True, exist_ok=True)
-            cmd = [sys.executable, "-m", module, *args_for(job)]
-            if resume:
-                cmd.append(f"resume={run_dir}")
-            log = open(run_dir.parent / f"{run_dir.name}.log", "a" if resume else "w")
-            print(f"[start {time.strftime('%H:%M:%S')}] {shlex.join(cmd[1:])}", flush=True)
-            proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env_vars)
-            (run_dir.parent / f"{run_dir.name}.pid").write_text(str(proc.pid))
-            running.append((proc, job))
-        time.sleep(5)
-        for proc, job in list(running):
-            if proc.poll() is not None:
-                running.remove((proc, job))
-                print(f"[done {time.strftime('%H:%M:%S')}] {job} pid {proc.pid} rc={proc.returncode}", flush=True)
-                if on_done is not None:
-                    on_done(job)
+    return [f"env={env}", f"policy={policy}", f"critic={critic}", f"seed={seed}", *BUDGET, *extra]
 
 
 def run(args: argparse.Namespace) -> None:
     # seed-major; after the first seed the cheaper Gaussian runs go first, so that more rows have
     # more seeds when the sweep is cut short
-    jobs = [(p, c, s) for i, s in enumerate(args.seeds) for p in (POLICIES if i == 0 else POLICIES[::-1])
-            for c in CRITICS]
-    run_jobs(jobs, run_dir_for=lambda job: run_dir_for(args.env, *job),
-             args_for=lambda job: recipe_args(args.env, *job, args.overrides), parallel=args.parallel,
-             on_done=lambda job: report(args))
+    jobs = [Job(f"{args.env}/{p}_{c}_seed{s}", run_dir_for(args.env, p, c, s),
+                tuple(recipe_args(args.env, p, c, s, args.overrides)))
+            for i, s in enumerate(args.seeds) for p in (POLICIES if i == 0 else POLICIES[::-1]) for c in CRITICS]
+    run_jobs(jobs, parallel=args.parallel, on_done=lambda job: report(args))
 
 
 def _runs(env: str) -> dict[tuple[str, str], list[Path]]:
@@ -165,7 +79,7 @@ def _runs(env: str) -> dict[tuple[str, str], list[Path]]:
     for policy in POLICIES:
         for critic in CRITICS:
             dirs = sorted(RUNS_DIR.glob(f"{env}/{policy}_{critic}_seed*"))
-            out[(policy, critic)] = [d for d in dirs if _finished(d)]
+            out[(policy, critic)] = [d for d in dirs if finished(d)]
     return out
 
 
@@ -190,10 +104,7 @@ def _learning_seconds_per_1000(run_dir: Path, init_frames: int = 1000) -> float:
 
 
 def _fmt(values: list[float]) -> str:
-    if not values:
-        return "–"
-    a = np.asarray(values, dtype=float)
-    return f"{a.mean():.0f} ± {a.std():.0f}" if len(a) > 1 else f"{a.mean():.0f}"
+    return fmt(values, 0, spread="std")
 
 
 ENV_NOTES = {
@@ -223,21 +134,17 @@ def paper_run_dir(variant: str) -> Path:
 
 
 def run_paper(variant: str = "paper") -> None:
-    """One paper-configuration run (~1 h on this 2-core CPU); ``resume`` if interrupted."""
+    """One paper-configuration run (~1 h on this 2-core CPU), by the shared driver (skipped when
+    finished, resumed from its checkpoint when killed); its output in ``<run dir>.log``."""
     run_dir = paper_run_dir(variant)
-    run_dir.parent.mkdir(parents=True, exist_ok=True)
-    extra = [f"resume={run_dir}"] if (run_dir / "checkpoint").is_dir() and not _finished(run_dir) else []
-    cmd = [sys.executable, "-m", "recipes.train_mujoco", *PAPER_ARGS, *PAPER_VARIANTS[variant][0], *extra,
-           f"hydra.run.dir={run_dir}"]
-    print(f"[start {time.strftime('%H:%M:%S')}] {shlex.join(cmd[1:])}", flush=True)
-    subprocess.run(cmd, cwd=REPO, check=False)
+    run_jobs([Job(run_dir.name, run_dir, (*PAPER_ARGS, *PAPER_VARIANTS[variant][0]))], parallel=1, threads=2)
 
 
 def _paper_lines(reading: list[str] | None = None) -> list[str]:
     lines = ["## The paper code's configuration (`preset=paper`)", "", "```"]
     for variant, (extra, _) in PAPER_VARIANTS.items():
         flag = "" if variant == "paper" else f" --variant {variant}"
-        lines += [f"python benchmarks/critics.py paper{flag}    # runs:",
+        lines += [f"python -m benchmarks.critics paper{flag}    # runs:",
                   shlex.join(["python", "-m", "recipes.train_mujoco", *PAPER_ARGS, *extra])]
     lines += ["```", "",
               "The issue's reference point: the paper's released code, Flow-T on HalfCheetah-v4, seed 1, 5 000 random "
@@ -263,11 +170,11 @@ def _paper_lines(reading: list[str] | None = None) -> list[str]:
         lines.append(f"| {st} | " + " | ".join(cells) + " |")
     lines.append("")
     for v, d in runs.items():
-        if _finished(d):
-            summary = json.loads((d / "summary.json").read_text())
-            lines.append(f"- {PAPER_VARIANTS[v][1]}: wall time {summary['wall_time_s'] / 60:.1f} min; update rate of the "
-                         f"last update round {summary['updates_per_s']:.2f} updates/s "
-                         f"({1000.0 / summary['updates_per_s']:.0f} s per 1 000 updates).")
+        if finished(d):
+            done = summary(d)
+            lines.append(f"- {PAPER_VARIANTS[v][1]}: wall time {done['wall_time_s'] / 60:.1f} min; update rate of the "
+                         f"last update round {done['updates_per_s']:.2f} updates/s "
+                         f"({1000.0 / done['updates_per_s']:.0f} s per 1 000 updates).")
         else:
             lines.append(f"- {PAPER_VARIANTS[v][1]}: still running (or interrupted) when this file was written.")
     for paragraph in reading or []:
@@ -279,14 +186,13 @@ def report(args: argparse.Namespace) -> None:
     envs = [e for e in (args.envs or []) if any((RUNS_DIR / e).glob("*_seed*"))]
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     example = shlex.join(["python", "-m", "recipes.train_mujoco",
-                          *[a for a in recipe_args("hopper", "flow_t", "crossq", 0, args.overrides)
-                            if not a.startswith("hydra.")]])
+                          *recipe_args("hopper", "flow_t", "crossq", 0, args.overrides)])
     lines = [
         "# SAC critic vs CrossQ critic, Flow-T and Gaussian, HalfCheetah-v4 and Hopper-v4 (CPU budget)", "",
-        "Commands (`benchmarks/critics.py` launches the recipe itself, 2 runs at a time, 1 torch thread each):", "",
+        "Commands (`benchmarks.critics` launches the recipe itself, 2 runs at a time, 1 torch thread each):", "",
         "```",
-        *[f"python benchmarks/critics.py run --env {e} --seeds 0 1 2 --parallel 2" for e in ("halfcheetah", "hopper")],
-        "python benchmarks/critics.py report",
+        *[f"python -m benchmarks.critics run --env {e} --seeds 0 1 2 --parallel 2" for e in ("halfcheetah", "hopper")],
+        "python -m benchmarks.critics report",
         "# each run is, e.g. (env in halfcheetah|hopper, policy in flow_t|gaussian, critic in sac|crossq, seed in 0|1|2):",
         example, "```", "",
         "**Budget (CPU, not the paper's):** 5 000 env steps per run (first 1 000 uniform random), UTD 1 "
@@ -312,7 +218,7 @@ def report(args: argparse.Namespace) -> None:
             if not dirs:
                 lines.append(f"| {env} | {policy} | {critic} | 0 | – | – | – | – | – |")
                 continue
-            summaries = [json.loads((d / "summary.json").read_text()) for d in dirs]
+            summaries = [summary(d) for d in dirs]
             train = [_last_train_return(d) for d in dirs]
             ev = [s["eval_return_mean"] for s in summaries]
             last3 = [float(np.mean(read_csv_scalar(d, "eval/return_mean")[1][-3:])) for d in dirs]
@@ -327,7 +233,7 @@ def report(args: argparse.Namespace) -> None:
               "Curves: `critics.png` (mean ± std over seeds).", ""]
     for paragraph in args.reading or []:
         lines += [paragraph, ""]
-    unfinished = sorted(d for e in envs for d in RUNS_DIR.glob(f"{e}/*_seed*") if d.is_dir() and not _finished(d))
+    unfinished = sorted(d for e in envs for d in RUNS_DIR.glob(f"{e}/*_seed*") if d.is_dir() and not finished(d))
     if unfinished:
         lines += ["Not finished when this file was written (not in the table or the plot):", ""]
         for d in unfinished:
@@ -385,7 +291,7 @@ def _plot(all_runs: dict[str, dict[tuple[str, str], list[Path]]], path: Path) ->
     plt.close(fig)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("command", choices=["run", "report", "paper"])
     parser.add_argument("--env", default="halfcheetah", help="env of `run`")
@@ -396,7 +302,7 @@ def main() -> None:
     parser.add_argument("--paper-reading", action="append", help="a paragraph for the preset=paper section")
     parser.add_argument("--variant", choices=sorted(PAPER_VARIANTS), default="paper", help="run of `paper`")
     parser.add_argument("overrides", nargs="*", help="extra recipe overrides (after --)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.command == "run":
         run(args)
     elif args.command == "paper":

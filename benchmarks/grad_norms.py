@@ -1,8 +1,8 @@
 """Per-step actor gradient norms ||dL_actor/dA_i|| for the naive MLP flow vs Flow-G vs Flow-T
 (paper Fig. 6a), logged during short training runs of the recipe.
 
-    python benchmarks/grad_norms.py --env pendulum
-    python benchmarks/grad_norms.py --env pendulum --runs-dir outputs/bench_learning   # reuse runs
+    python -m benchmarks.grad_norms --env pendulum
+    python -m benchmarks.grad_norms --env pendulum --runs-dir outputs/bench_learning   # reuse runs
 
 The runs log ``train/path_grad_norm_step_{i}`` every ``--every`` updates; the norm at each flow step
 input ``A_i`` is averaged over the run, then mean ± std over seeds. The backward pass through the
@@ -12,17 +12,14 @@ i = 0. Writes ``<out-dir>/grad_norms_<env>.md`` and ``.png``.
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from learning import REPO, _finished, run_sweep  # noqa: E402
-
-from torchrl_sacflow.plot import grad_norm_table, plot_grad_norms  # noqa: E402
-from torchrl_sacflow.training import read_csv_scalar  # noqa: E402
+from benchmarks.learning import sweep
+from benchmarks.sweep import OUTPUTS, RESULTS_DIR, command_line, finished, header
+from torchrl_sacflow.plot import grad_norm_table, plot_grad_norms
+from torchrl_sacflow.training import read_csv_scalar
 
 POLICIES = ["flow_mlp", "flow_g", "flow_t"]
 
@@ -41,32 +38,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--every", type=int, default=100, help="log the norms every N updates")
     parser.add_argument("--parallel", type=int, default=2)
-    parser.add_argument("--runs-dir", type=Path, default=REPO / "outputs" / "bench_grad_norms")
-    parser.add_argument("--out-dir", type=Path, default=REPO / "benchmarks" / "results")
+    parser.add_argument("--runs-dir", type=Path, default=OUTPUTS / "bench_grad_norms")
+    parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
     parser.add_argument("--note", action="append", default=[], help="a line for the report's Notes section")
     parser.add_argument("overrides", nargs="*", help="extra hydra overrides for every run (after --)")
     args = parser.parse_args(argv)
-    jobs = [(p, s) for s in args.seeds for p in args.policies]
     start = time.time()
-    run_dirs = run_sweep(jobs, env=args.env, runs_dir=args.runs_dir, parallel=args.parallel,
-                         overrides=[f"logger.log_path_grad_norms_every={args.every}", *args.overrides])
+    run_dirs = sweep(args.policies, args.seeds, env=args.env, runs_dir=args.runs_dir, parallel=args.parallel,
+                     overrides=[f"logger.log_path_grad_norms_every={args.every}", *args.overrides])
     wall = time.time() - start
-    done = [d for d in run_dirs if _finished(d)]
+    done = [d for d in run_dirs if finished(d)]
     args.out_dir.mkdir(parents=True, exist_ok=True)
     png = plot_grad_norms(done, out=args.out_dir / f"grad_norms_{args.env}.png",
                           title=f"{args.env}: actor-loss gradient norm at each flow step")
     table = grad_norm_table(done)
     k = max((len(row["mean"]) for row in table.values()), default=0)
-    command = "python benchmarks/grad_norms.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     lines = [
-        f"# Per-step actor gradient norms: {args.env}",
-        "",
-        "Command:",
-        "",
-        "```",
-        command,
-        "```",
-        "",
+        *header(f"Per-step actor gradient norms: {args.env}", command_line("benchmarks.grad_norms", argv)),
         "||dL_actor/dA_i|| averaged over each run (logged every "
         f"{args.every} updates), mean ± std over seeds. The gradient flows from step {k - 1} back to step 0; "
         "then the growth across the rollout (step 0 / step K-1) and the largest step-0 norm logged.",

@@ -1,32 +1,27 @@
 """Learning benchmark: the four policies x several seeds on one task, same budget for all.
 
-    python benchmarks/learning.py --env pendulum                      # 4 policies x 3 seeds
-    python benchmarks/learning.py --env inverted_pendulum --parallel 2 -- collector.total_frames=10000
+    python -m benchmarks.learning --env pendulum                      # 4 policies x 3 seeds
+    python -m benchmarks.learning --env inverted_pendulum --parallel 2 -- collector.total_frames=10000
 
 Each run is ``python -m recipes.train_mujoco env=<env> policy=<p> seed=<s> threads=1`` into
-``<runs-dir>/<env>/<policy>_seed<s>``; ``--parallel`` runs go at once (1 torch thread each). A run
-that already finished is skipped and one that was killed is resumed from its checkpoint, so the
-sweep can be restarted. At the end it writes ``<out-dir>/learning_<env>.md`` (final deterministic
+``<runs-dir>/<env>/<policy>_seed<s>``; ``--parallel`` runs go at once (1 torch thread each), by the
+shared driver (:mod:`benchmarks.sweep`: finished runs skipped, live ones adopted, killed ones
+resumed from their checkpoint), so the sweep can be restarted. At the end it writes ``<out-dir>/learning_<env>.md`` (final deterministic
 eval return mean ± std over seeds, frames to reach a threshold, wall time, update rate) and
 ``learning_<env>.png`` (``torchrl_sacflow.plot``), with the command line at the top.
 """
 from __future__ import annotations
 
 import argparse
-import json
-import shlex
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from torchrl_sacflow.plot import plot_runs  # noqa: E402
-from torchrl_sacflow.training import has_checkpoint, read_csv_scalar  # noqa: E402
+from benchmarks.sweep import OUTPUTS, RESULTS_DIR, Job, command_line, finished, fmt, header, run_jobs, summary
+from torchrl_sacflow.plot import plot_runs
+from torchrl_sacflow.training import read_csv_scalar
 
 POLICIES = ["flow_t", "flow_g", "flow_mlp", "gaussian"]
 THRESHOLDS = {"pendulum": -300.0, "inverted_pendulum": 900.0}
@@ -36,47 +31,15 @@ def run_dir_for(runs_dir: Path, env: str, policy: str, seed: int) -> Path:
     return runs_dir / env / f"{policy}_seed{seed}"
 
 
-def _finished(run_dir: Path) -> bool:
-    summary = run_dir / "summary.json"
-    return summary.is_file() and not json.loads(summary.read_text())["interrupted"]
-
-
-def run_sweep(
-    jobs: list[tuple[str, int]],
-    *,
-    env: str,
-    runs_dir: Path,
-    parallel: int,
-    overrides: list[str],
-) -> list[Path]:
-    """Run the ``(policy, seed)`` jobs of the recipe, ``parallel`` at a time; return their run dirs."""
-    pending = []
-    for policy, seed in jobs:
-        run_dir = run_dir_for(runs_dir, env, policy, seed)
-        if _finished(run_dir):
-            print(f"[skip] {run_dir} already finished", flush=True)
-            continue
-        args = [f"env={env}", f"policy={policy}", f"seed={seed}", "threads=1", "logger.progress_bar=false",
-                f"hydra.run.dir={run_dir}", *overrides]
-        if has_checkpoint(run_dir):
-            args.append(f"resume={run_dir}")
-        pending.append((run_dir, [sys.executable, "-m", "recipes.train_mujoco", *args]))
-    running: list[tuple[Path, subprocess.Popen, float]] = []
-    while pending or running:
-        while pending and len(running) < parallel:
-            run_dir, cmd = pending.pop(0)
-            run_dir.parent.mkdir(parents=True, exist_ok=True)
-            log = open(run_dir.parent / f"{run_dir.name}.log", "a")
-            print(f"[start] {shlex.join(cmd[1:])}", flush=True)
-            running.append((run_dir, subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT), time.time()))
-        time.sleep(2)
-        for item in list(running):
-            run_dir, proc, started = item
-            if proc.poll() is not None:
-                running.remove(item)
-                status = "done" if proc.returncode == 0 else f"FAILED rc={proc.returncode}"
-                print(f"[{status}] {run_dir} in {time.time() - started:.0f}s", flush=True)
-    return [run_dir_for(runs_dir, env, p, s) for p, s in jobs]
+def sweep(policies: list[str], seeds: list[int], *, env: str, runs_dir: Path, parallel: int,
+          overrides: list[str]) -> list[Path]:
+    """Run every ``(policy, seed)`` of the recipe on ``env`` (seed-major: early partial results),
+    ``parallel`` at a time; return their run dirs."""
+    jobs = [Job(f"{env}/{p}_seed{s}", run_dir_for(runs_dir, env, p, s),
+                (f"env={env}", f"policy={p}", f"seed={s}", "threads=1", "logger.progress_bar=false", *overrides))
+            for s in seeds for p in policies]
+    run_jobs(jobs, parallel=parallel, poll_s=2)
+    return [job.run_dir for job in jobs]
 
 
 def _frames_to_threshold(run_dir: Path, threshold: float) -> int | None:
@@ -91,19 +54,18 @@ def summarize(run_dirs: list[Path], threshold: float) -> list[dict]:
     for run_dir in run_dirs:
         by_policy.setdefault(run_dir.name.rsplit("_seed", 1)[0], []).append(run_dir)
     for policy, dirs in by_policy.items():
-        done = [d for d in dirs if _finished(d)]
+        done = [d for d in dirs if finished(d)]
         if not done:
             continue
-        summaries = [json.loads((d / "summary.json").read_text()) for d in done]
-        final = np.array([s["eval_return_mean"] for s in summaries])
-        last3 = np.array([np.mean(read_csv_scalar(d, "eval/return_mean")[1][-3:]) for d in done])
+        summaries = [summary(d) for d in done]
+        final = [s["eval_return_mean"] for s in summaries]
+        last3 = [np.mean(read_csv_scalar(d, "eval/return_mean")[1][-3:]) for d in done]
         reach = [_frames_to_threshold(d, threshold) for d in done]
         reached = [r for r in reach if r is not None]
         rows.append({
             "policy": policy,
             "seeds": len(done),
-            "final_mean": float(final.mean()), "final_std": float(final.std()),
-            "last3_mean": float(last3.mean()), "last3_std": float(last3.std()),
+            "final": fmt(final, 1, spread="std"), "last3": fmt(last3, 1, spread="std"),
             "reached": len(reached),
             "frames_to_threshold": float(np.mean(reached)) if reached else None,
             "frames": summaries[0]["frames"],
@@ -128,7 +90,7 @@ def final_policy_eval(run_dirs: list[Path], episodes: int) -> list[dict]:
 
     rows = []
     for run_dir in run_dirs:
-        if not _finished(run_dir):
+        if not finished(run_dir):
             continue
         cfg = OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"), resolve=True)
         env = make_env(cfg["env"]["id"])
@@ -151,14 +113,7 @@ def write_report(rows: list[dict], *, env: str, threshold: float, command: str, 
                  png: Path, sweep_wall_s: float | None, final_eval: list[dict] | None = None,
                  notes: list[str] | None = None) -> Path:
     lines = [
-        f"# Learning benchmark: {env}",
-        "",
-        "Command:",
-        "",
-        "```",
-        command,
-        "```",
-        "",
+        *header(f"Learning benchmark: {env}", command),
         f"Deterministic evaluation (noise-free ODE for the flows, tanh(mean) for the Gaussian). "
         f"Threshold: eval return >= {threshold:g}. Mean ± std over seeds.",
         "",
@@ -169,8 +124,7 @@ def write_report(rows: list[dict], *, env: str, threshold: float, command: str, 
     for r in rows:
         reach = "never" if r["frames_to_threshold"] is None else f"{r['frames_to_threshold']:.0f}"
         lines.append(
-            f"| {r['policy']} | {r['seeds']} | {r['final_mean']:.1f} ± {r['final_std']:.1f} "
-            f"| {r['last3_mean']:.1f} ± {r['last3_std']:.1f} | {reach} ({r['reached']}/{r['seeds']}) "
+            f"| {r['policy']} | {r['seeds']} | {r['final']} | {r['last3']} | {reach} ({r['reached']}/{r['seeds']}) "
             f"| {r['wall_time_s'] / 60:.1f} min | {r['updates_per_s']:.1f} |"
         )
     if rows:
@@ -206,8 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--parallel", type=int, default=2, help="runs at once (1 thread each)")
     parser.add_argument("--threshold", type=float, default=None)
-    parser.add_argument("--runs-dir", type=Path, default=REPO / "outputs" / "bench_learning")
-    parser.add_argument("--out-dir", type=Path, default=REPO / "benchmarks" / "results")
+    parser.add_argument("--runs-dir", type=Path, default=OUTPUTS / "bench_learning")
+    parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
     parser.add_argument("--report-only", action="store_true", help="only summarise existing runs")
     parser.add_argument("--final-eval-episodes", type=int, default=0,
                         help="re-evaluate each final policy deterministically and stochastically (0: skip)")
@@ -215,16 +169,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", help="extra hydra overrides for every run (after --)")
     args = parser.parse_args(argv)
     threshold = args.threshold if args.threshold is not None else THRESHOLDS.get(args.env, 0.0)
-    jobs = [(p, s) for s in args.seeds for p in args.policies]  # seed-major: early partial results
     start = time.time()
     if args.report_only:
-        run_dirs, sweep_wall = [run_dir_for(args.runs_dir, args.env, p, s) for p, s in jobs], None
+        run_dirs = [run_dir_for(args.runs_dir, args.env, p, s) for s in args.seeds for p in args.policies]
+        sweep_wall = None
     else:
-        run_dirs = run_sweep(jobs, env=args.env, runs_dir=args.runs_dir, parallel=args.parallel,
-                             overrides=args.overrides)
+        run_dirs = sweep(args.policies, args.seeds, env=args.env, runs_dir=args.runs_dir, parallel=args.parallel,
+                         overrides=args.overrides)
         sweep_wall = time.time() - start
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    png = plot_runs([d for d in run_dirs if _finished(d)], out=args.out_dir / f"learning_{args.env}.png",
+    png = plot_runs([d for d in run_dirs if finished(d)], out=args.out_dir / f"learning_{args.env}.png",
                     title=f"{args.env}: deterministic eval return")
     rows = summarize(run_dirs, threshold)
     final_eval = None
@@ -232,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         final_eval = final_policy_eval(run_dirs, args.final_eval_episodes)
         for r in final_eval:
             r["episodes"] = args.final_eval_episodes
-    command = "python benchmarks/learning.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+    command = command_line("benchmarks.learning", argv)
     record = args.runs_dir / args.env / "sweep_command.txt"
     if not args.report_only:
         record.write_text(command + "\n")

@@ -1,16 +1,18 @@
 """What a flow policy can do that a Gaussian cannot: put its actions on several equally good choices.
 
-    python benchmarks/multimodality.py run       # train every policy on each task, 3 seeds (skips finished runs)
-    python benchmarks/multimodality.py report    # table + figure from the finished runs
-    python benchmarks/multimodality.py probe     # the policy class vs the SAC objective on Bandit2 (exact Q)
-    python benchmarks/multimodality.py sweep     # SAC from scratch on Bandit2 over the flow's σ and α
+    python -m benchmarks.multimodality run       # train every policy on each task, 3 seeds (skips finished runs)
+    python -m benchmarks.multimodality report    # table + figure from the finished runs
+    python -m benchmarks.multimodality probe     # the policy class vs the SAC objective on Bandit2 (exact Q)
+    python -m benchmarks.multimodality sweep     # SAC from scratch on Bandit2 over the flow's σ and α
 
 Each run is the MuJoCo recipe on a task of ``torchrl_sacflow/envs/multimodal.py`` with its env
 file's budget (``env=bandit2``: 3 000 steps, 500 random, textbook SAC critic)::
 
     python -m recipes.train_mujoco env=<task> policy=<policy> seed=<s> threads=1 [flows: policy.target_entropy=auto_path optim.alpha_init=0.005]
 
-into ``outputs/multimodality/<task>/<policy>_seed<s>``, two at a time. ``report`` loads each run's
+into ``outputs/multimodality/<task>/<policy>_seed<s>``, two at a time, by the shared driver
+(:mod:`benchmarks.sweep`). ``report`` records each finished run the results file
+``multimodality.json`` lacks: it loads each run's
 policy (``load_trained_policy``) and draws 2 000 actions on the bandit's (constant) observation:
 
 * **mode shares** — the fraction of samples whose nearest peak is each peak, among the samples
@@ -29,20 +31,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "benchmarks"))
+from benchmarks.report import section, table
+from benchmarks.sweep import OUTPUTS, REPO, RESULTS_DIR, Job, Results, command_line, fmt, run_jobs
 
-from critics import _finished, run_jobs  # noqa: E402
-from report import section, table  # noqa: E402
-
-RUNS_DIR = REPO / "outputs" / "multimodality"
-RESULTS = REPO / "benchmarks" / "results" / "multimodality"
+RUNS_DIR = OUTPUTS / "multimodality"
+RESULTS = RESULTS_DIR / "multimodality"
 TASKS = ["bandit2", "bandit4", "two_paths"]
 POLICIES = ["flow_t", "flow_g", "flow_mlp", "gaussian"]
 BASE = ["checkpoint.save_replay_buffer=false", "logger.progress_bar=false", "logger.plot=false"]
@@ -57,13 +54,15 @@ def run_dir_for(task: str, policy: str, seed: int) -> Path:
     return RUNS_DIR / task / f"{policy}_seed{seed}"
 
 
+def job(task: str, policy: str, seed: int, extra: list[str] = ()) -> Job:
+    return Job(f"{task}/{policy}_seed{seed}", run_dir_for(task, policy, seed),
+               (f"env={task}", f"policy={policy}", f"seed={seed}", "threads=1", *BASE,
+                *(FLOW_ALPHA if policy != "gaussian" else []), *extra))
+
+
 def run(args: argparse.Namespace) -> None:
-    jobs = [(t, p, s) for s in args.seeds for t in args.tasks for p in args.policies]
-    run_jobs(jobs, run_dir_for=lambda job: run_dir_for(*job),
-             args_for=lambda job: [f"env={job[0]}", f"policy={job[1]}", f"seed={job[2]}", "threads=1", *BASE,
-                                   *(FLOW_ALPHA if job[1] != "gaussian" else []), *args.overrides,
-                                   f"hydra.run.dir={run_dir_for(*job)}"],
-             parallel=args.parallel)
+    jobs = [job(t, p, s, args.overrides) for s in args.seeds for t in args.tasks for p in args.policies]
+    run_jobs(jobs, parallel=args.parallel)
 
 
 def _mode_stats(env, actions: np.ndarray) -> dict:
@@ -138,18 +137,16 @@ _COLUMNS = {
 }
 
 
+RESULTS_FILE = Results(RESULTS.with_suffix(".json"), lambda job: measure(job.key.split("/")[0], job.run_dir),
+                       indent=None, sort_keys=False)
+
+
 def report(args: argparse.Namespace) -> None:
-    cache = RESULTS.with_suffix(".json")
-    results = json.loads(cache.read_text()) if cache.is_file() else {}
-    for task in TASKS:
-        for run_dir in sorted((RUNS_DIR / task).glob("*_seed*")):
-            key = f"{task}/{run_dir.name}"
-            if key not in results and _finished(run_dir):
-                results[key] = measure(task, run_dir)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    cache.write_text(json.dumps(results))
+    RESULTS_FILE.record_finished(job(task, *d.name.rsplit("_seed", 1)) for task in TASKS
+                                 for d in sorted((RUNS_DIR / task).glob("*_seed*")) if d.is_dir())
+    results = RESULTS_FILE.load()
     lines = ["# Multimodality: can the policy keep several equally good actions?", "",
-             "`python benchmarks/multimodality.py run` then `report`. Mean over seeds (per-seed values in "
+             "`python -m benchmarks.multimodality run` then `report`. Mean over seeds (per-seed values in "
              "brackets). *TV to π\\** = total variation between the policy's mode shares and the equal split of "
              "the max-entropy optimum (0: all modes kept equally; 0.5 for two modes / 0.75 for four: one mode only). "
              "*near*: share of samples within 3 peak widths of a peak. Each run: `python -m recipes.train_mujoco "
@@ -162,20 +159,12 @@ def report(args: argparse.Namespace) -> None:
         columns = _COLUMNS["bandit" if task.startswith("bandit") else task]
         lines += section(task, table(
             ["policy", "seeds", *(header for header, _ in columns)],
-            [[p, len(runs), *(_fmt([value(r) for r in runs]) for _, value in columns)]
+            [[p, len(runs), *(fmt([value(r) for r in runs], 2) for _, value in columns)]
              for p, runs in rows.items() if runs],
         ))
     RESULTS.with_suffix(".md").write_text("\n".join(lines))
     _figure(results)
     print("\n".join(lines))
-
-
-def _fmt(values: list) -> str:
-    vals = [v for v in values if v is not None and v == v]
-    if not vals:
-        return "–"
-    text = f"{np.mean(vals):.2f}"
-    return text + (" (" + " / ".join(f"{v:.2f}" for v in vals) + ")" if len(vals) > 1 else "")
 
 
 def _figure(results: dict) -> None:
@@ -351,7 +340,7 @@ def probe(args: argparse.Namespace) -> None:
     results = {p: [probe_one(p, s) for s in args.seeds] for p in PROBE_POLICIES}
     lines = [
         "# Multimodality probe: the policy class and the SAC objective apart (Bandit2)", "",
-        f"`python benchmarks/multimodality.py probe --seeds {' '.join(map(str, args.seeds))}`. Share of 2 000 "
+        f"`python -m benchmarks.multimodality probe --seeds {' '.join(map(str, args.seeds))}`. Share of 2 000 "
         "sampled actions within 2.5 peak widths of each peak (left / right; the rest lies off both peaks), per "
         "seed. *BC*: 300 steps of behaviour cloning on demonstrations split 50/50 between the peaks (flows: "
         "flow matching; Gaussian: maximum likelihood). *then SAC*: 500 SAC actor steps from there, with the "
@@ -446,7 +435,7 @@ def sweep(args: argparse.Namespace) -> None:
                     path.write_text(json.dumps(done, indent=1) + "\n")
     lines = [
         "# Multimodality sweep: SAC from scratch on Bandit2, flow σ and α (issue 15)", "",
-        f"`{' '.join(['python benchmarks/multimodality.py', *sys.argv[1:]])}`. Each cell: a fresh policy, "
+        f"`{command_line('benchmarks.multimodality')}`. Each cell: a fresh policy, "
         f"{args.steps} SAC actor steps against the bandit's exact Q = r(a) (α fixed, Adam 3e-4, batch 256), "
         "then 2 000 sampled actions. *kept*: seeds whose samples keep both peaks (≥ "
         f"{KEPT_SHARE:.0%} within 2.5 widths of each, ≥ {KEPT_TOTAL:.0%} on the two); *smaller peak*: the mean "
@@ -469,7 +458,7 @@ def sweep(args: argparse.Namespace) -> None:
     print("\n".join(lines))
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="cmd", required=True)
     p_run = sub.add_parser("run")
@@ -487,7 +476,7 @@ def main() -> None:
     p_sweep.add_argument("--alphas", nargs="+", type=float, default=[0.01, 0.1])
     p_sweep.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     p_sweep.add_argument("--steps", type=int, default=500)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.cmd == "probe":
         return probe(args)
     if args.cmd == "sweep":

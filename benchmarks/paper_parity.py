@@ -1,23 +1,24 @@
 """Paper-parity ablation on HalfCheetah-v4: the released Flow-T code's configuration, each of its
 differences from ours switched one at a time, and the exact-math preset (issue 20).
 
-    python benchmarks/paper_parity.py run                       # the 10k-step ablation, 2 seeds per row
-    python benchmarks/paper_parity.py run --rows paper_code paper --frames 13000 --seeds 1 2 3
-    python benchmarks/paper_parity.py report                    # record finished runs; table + plot
+    python -m benchmarks.paper_parity run                       # the 10k-step ablation, 2 seeds per row
+    python -m benchmarks.paper_parity run --rows paper_code paper --frames 13000 --seeds 1 2 3
+    python -m benchmarks.paper_parity run --env hopper --rows paper --seeds 1 --frames 13000
+    python -m benchmarks.paper_parity report                    # record finished runs; table + plot
 
 Every run is the MuJoCo recipe itself::
 
     python -m recipes.train_mujoco env=halfcheetah policy=flow_t <row overrides> seed=<s> threads=<t>
         collector.total_frames=<frames> collector.init_random_frames=5000 eval.interval=2000 eval.num_episodes=5
 
-into ``outputs/paper_parity/<frames>/<row>/seed<s>``, ``--parallel`` at a time (default 2, with
-``--threads`` 1 each: the two cores of these machines; two 2-thread jobs at once are ~19x slower).
-A run whose ``summary.json`` exists is skipped, one still running from an earlier driver is waited
-for, an unfinished one continues from its last checkpoint (every 1 000 env steps, replay buffer
-included: a session that ends mid-run loses at most 1 000 steps), anything else starts again. What a
-finished run measured is copied into
-``benchmarks/results/paper_parity.json`` (committed), so a later session skips it even on a fresh
-clone, and ``report`` writes ``paper_parity.md`` / ``paper_parity.png`` from that file.
+into ``outputs/paper_parity/[<env>/]<frames>/<row>/seed<s>`` (HalfCheetah without the env folder),
+``--parallel`` at a time (default 2, with ``--threads`` 1 each: the two cores of these machines; two
+2-thread jobs at once are ~19x slower), by the shared driver (:mod:`benchmarks.sweep`: finished runs
+skipped, live ones adopted, killed ones resumed from their last checkpoint, every 1 000 env steps,
+replay buffer included). What a finished run measured is copied into
+``benchmarks/results/paper_parity.json`` (committed, keys ``[<env>/]<frames>/<row>/seed<s>``), so a
+later session skips it even on a fresh clone, and ``report`` writes ``paper_parity.md`` /
+``paper_parity.png`` from that file.
 
 Measured per run: the training episode return at 8k / 10k (/ 13k) env steps (HalfCheetah episodes
 are 1 000 steps, so the episode ending at that step), the deterministic (noise-free ODE) eval at the
@@ -28,22 +29,16 @@ The released code's own figures (issue 20, same machine type, seeds 1/3/4): 2 48
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "benchmarks"))
+from benchmarks.sweep import OUTPUTS, RESULTS_DIR, Job, Results, fmt, plot_curves, run_curve, run_jobs
+from benchmarks.sweep import summary as read_summary
+from torchrl_sacflow.training import read_csv_scalar
 
-from critics import _finished, run_jobs  # noqa: E402
-
-from torchrl_sacflow.training import read_csv_scalar  # noqa: E402
-
-RUNS_DIR = REPO / "outputs" / "paper_parity"
-RESULTS = REPO / "benchmarks" / "results" / "paper_parity.json"
+RUNS_DIR = OUTPUTS / "paper_parity"
+RESULTS = RESULTS_DIR / "paper_parity.json"
 BASE = [
     "env=halfcheetah", "policy=flow_t", "collector.init_random_frames=5000", "eval.interval=2000",
     "eval.num_episodes=5", "checkpoint.interval=1000",
@@ -130,10 +125,6 @@ def overrides_for(row: str, env: str) -> list[str]:
     return [f"env={env}", *base, *row_args]
 
 
-def load_results() -> dict:
-    return json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
-
-
 def _at(run_dir: Path, metric: str, step: int) -> float | None:
     steps, values = read_csv_scalar(run_dir, metric)
     return next((v for s, v in zip(steps, values) if s == step), None)
@@ -153,9 +144,11 @@ def _last(run_dir: Path, metric: str) -> float | None:
     return values[-1] if values else None
 
 
-def measure(run_dir: Path) -> dict:
-    """What one finished run measured (see the module docstring)."""
-    summary = json.loads((run_dir / "summary.json").read_text())
+def measure(job: Job) -> dict:
+    """What one finished run measured (see the module docstring), with the row's overrides."""
+    env, frames, row, seed = _split_key(job.key)
+    run_dir = job.run_dir
+    summary = read_summary(run_dir)
     out = {"frames": summary["frames"], "wall_time_s": summary["wall_time_s"],
            "updates_per_s": summary["updates_per_s"]}
     for step in CHECKPOINTS:
@@ -164,64 +157,34 @@ def measure(run_dir: Path) -> dict:
             out[f"eval_return_{step}"] = _at(run_dir, "eval/return_mean", step)
     for name in ("alpha", "entropy", "sigma_mean", "ode_action_gap"):
         out[name] = _last(run_dir, f"train/{name}")
-    steps, values = read_csv_scalar(run_dir, "train/episode_return")
-    out["train_curve"] = [[s, v] for s, v in zip(steps, values)]
+    out["train_curve"] = run_curve(run_dir, "train/episode_return")
+    out["overrides"] = overrides_for(row, env) if env != DEFAULT_ENV else ROWS[row][0]
     return out
 
 
+RESULTS_FILE = Results(RESULTS, measure)
+
+
+def job(frames: int, row: str, seed: int, env: str = DEFAULT_ENV, *, threads: int = 1,
+        extra: list[str] = ()) -> Job:
+    """One run of the table: a row on a task, a seed, a budget of ``frames`` env steps."""
+    return Job(_key(frames, row, seed, env), run_dir_for(frames, row, seed, env),
+               (*overrides_for(row, env), f"seed={seed}", f"threads={threads}", f"collector.total_frames={frames}",
+                *extra))
+
+
 def run(args: argparse.Namespace) -> None:
-    results = load_results()
-    env = args.env
-    jobs = [(row, s) for s in args.seeds for row in args.rows]  # seed-major: every row gets a seed first
-    pending = []
-    for job in jobs:
-        if _key(args.frames, *job, env) in results:
-            continue
-        if _finished(run_dir_for(args.frames, *job, env)):  # finished but not recorded (driver killed in between)
-            record(args.frames, *job, env)
-        else:
-            pending.append(job)
-
-    def args_for(job) -> list[str]:
-        row, seed = job
-        return [*overrides_for(row, env), f"seed={seed}", f"threads={args.threads}",
-                f"collector.total_frames={args.frames}", *args.overrides,
-                f"hydra.run.dir={run_dir_for(args.frames, row, seed, env)}"]
-
-    def on_done(job) -> None:
-        if _finished(run_dir_for(args.frames, *job, env)):
-            record(args.frames, *job, env)
-            report(args)
-
-    run_jobs(pending, run_dir_for=lambda job: run_dir_for(args.frames, *job, env), args_for=args_for,
-             parallel=args.parallel, threads=args.threads, on_done=on_done)
-
-
-def record(frames: int, row: str, seed: int, env: str = DEFAULT_ENV) -> None:
-    results = load_results()
-    entry = measure(run_dir_for(frames, row, seed, env))
-    entry["overrides"] = overrides_for(row, env) if env != DEFAULT_ENV else ROWS[row][0]
-    results[_key(frames, row, seed, env)] = entry
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=1, sort_keys=True))
-
-
-def _fmt(values: list, digits: int = 0) -> str:
-    vals = [v for v in values if v is not None]
-    if not vals:
-        return "–"
-    a = np.asarray(vals, dtype=float)
-    text = f"{a.mean():.{digits}f}"
-    if len(a) > 1:
-        text += " (" + " / ".join(f"{v:.{digits}f}" for v in a) + ")"
-    return text
+    jobs = [job(args.frames, row, s, args.env, threads=args.threads, extra=args.overrides)
+            for s in args.seeds for row in args.rows]  # seed-major: every row gets a seed first
+    run_jobs(jobs, parallel=args.parallel, threads=args.threads, results=RESULTS_FILE,
+             on_done=lambda _: report())
 
 
 def report(args: argparse.Namespace | None = None) -> None:
-    results = load_results()
+    results = RESULTS_FILE.load()
     lines = [
         "# Paper parity on HalfCheetah-v4 (issue 20)", "",
-        "`python benchmarks/paper_parity.py run` (then `report`); each run is the MuJoCo recipe, Flow-T,",
+        "`python -m benchmarks.paper_parity run` (then `report`); each run is the MuJoCo recipe, Flow-T,",
         "5 000 uniform-random steps, then 10 updates after every 10 env steps (the presets' cadence; rows",
         "marked 1 000 use 1 000 after every 1 000), CrossQ critic 2 × 1024, batch 512, actor every 3rd update;",
         "1 torch thread, two runs at a time on a 2-core CPU. Cells: mean over seeds",
@@ -240,11 +203,11 @@ def report(args: argparse.Namespace | None = None) -> None:
             if not runs:
                 continue
             cells = [f"`{row}`", str(len(runs))]
-            cells += [_fmt([r.get(f"train_return_{s}") for r in runs]) for s in steps]
-            cells += [_fmt([r.get(f"eval_return_{s}") for r in runs]) for s in steps]
-            cells += [_fmt([r.get("alpha") for r in runs], 3), _fmt([r.get("entropy") for r in runs], 1),
-                      _fmt([r.get("sigma_mean") for r in runs], 2), _fmt([r.get("ode_action_gap") for r in runs], 2),
-                      _fmt([r["wall_time_s"] / 60 for r in runs])]
+            cells += [fmt([r.get(f"train_return_{s}") for r in runs]) for s in steps]
+            cells += [fmt([r.get(f"eval_return_{s}") for r in runs]) for s in steps]
+            cells += [fmt([r.get("alpha") for r in runs], 3), fmt([r.get("entropy") for r in runs], 1),
+                      fmt([r.get("sigma_mean") for r in runs], 2), fmt([r.get("ode_action_gap") for r in runs], 2),
+                      fmt([r["wall_time_s"] / 60 for r in runs])]
             lines.append("| " + " | ".join(cells) + " |")
         lines += ["", "Rows: " + "; ".join(f"`{r}` {ROWS[r][1]}" for r in ROWS), ""]
     out = RESULTS.with_suffix(".md")
@@ -254,36 +217,19 @@ def report(args: argparse.Namespace | None = None) -> None:
 
 
 def _plot(results: dict) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    panels = sorted({_split_key(k)[:2] for k in results}, key=lambda ef: (ef[0] != DEFAULT_ENV, ef))
-    if not panels:
-        return
-    fig, axes = plt.subplots(1, len(panels), figsize=(6.4 * len(panels), 4.4), squeeze=False)
-    for ax, (env, frames) in zip(axes[0], panels):
-        for row in ROWS:
-            curves = [v["train_curve"] for k, v in results.items() if _split_key(k)[:3] == (env, frames, row)]
-            if not curves:
-                continue
-            steps = sorted(set.intersection(*[{s for s, _ in c} for c in curves]))
-            mean = [np.mean([dict(map(tuple, c))[s] for c in curves]) for s in steps]
-            ax.plot(steps, mean, marker="o", ms=3, label=f"{row} ({len(curves)})")
+    """Training episode return vs env steps, mean over seeds, one panel per (task, budget)."""
+    panels, hlines = [], {}
+    for env, frames in sorted({_split_key(k)[:2] for k in results}, key=lambda ef: (ef[0] != DEFAULT_ENV, ef)):
+        title = f"{ENVS[env]}, {frames} steps: training episode return"
+        rows = [(row, [v["train_curve"] for k, v in results.items() if _split_key(k)[:3] == (env, frames, row)])
+                for row in ROWS]
+        panels.append((title, [(label, curves) for label, curves in rows if curves]))
         if env == DEFAULT_ENV:
-            ax.axhline(2481, color="k", ls=":", lw=1, label="released code @10k (3 seeds)")
-            ax.axhline(3123, color="k", ls="--", lw=1, label="released code @13k (3 seeds)")
-        ax.set_title(f"{ENVS[env]}, {frames} steps: training episode return")
-        ax.set_xlabel("environment steps")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(RESULTS.with_suffix(".png"), dpi=110)
-    plt.close(fig)
+            hlines[title] = [(2481, ":", "released code @10k (3 seeds)"), (3123, "--", "released code @13k (3 seeds)")]
+    plot_curves(panels, RESULTS.with_suffix(".png"), xlabel="environment steps", hlines=hlines)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="cmd", required=True)
     p_run = sub.add_parser("run", help="start the missing runs (skips recorded/finished ones)")
@@ -296,7 +242,7 @@ def main() -> None:
     p_run.add_argument("overrides", nargs="*", help="extra recipe overrides for every run")
     sub.add_parser("report", help="record finished runs, then write the table and plot from "
                                   "benchmarks/results/paper_parity.json (starts nothing)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.cmd == "run":
         run(args)
     else:
@@ -306,16 +252,15 @@ def main() -> None:
 
 def record_finished() -> None:
     """Record every finished run under ``outputs/paper_parity`` that the results file lacks."""
-    results = load_results()
-    for summary in sorted(RUNS_DIR.glob("**/seed*/summary.json")):
-        run_dir = summary.parent
-        key = str(run_dir.relative_to(RUNS_DIR))
+    jobs = []
+    for path in sorted(RUNS_DIR.glob("**/seed*/summary.json")):
         try:
-            env, frames, row, seed = _split_key(key)
+            env, frames, row, seed = _split_key(str(path.parent.relative_to(RUNS_DIR)))
         except (ValueError, IndexError):
             continue
-        if env in ENVS and row in ROWS and key not in results and _finished(run_dir):
-            record(frames, row, seed, env)
+        if env in ENVS and row in ROWS:
+            jobs.append(job(frames, row, seed, env))
+    RESULTS_FILE.record_finished(jobs)
 
 
 if __name__ == "__main__":

@@ -7,14 +7,15 @@ from __future__ import annotations
 
 import os
 import platform
+import shlex
 import sys
 from pathlib import Path
 
 
-def command_line(script: str, argv: list[str] | None = None) -> str:
-    """``python <script> <args>`` as the report quotes it: ``script`` relative to the working
-    directory, ``argv`` as ``main`` got it (``None``: this process's ``sys.argv[1:]``)."""
-    return "python " + " ".join([os.path.relpath(script)] + (sys.argv[1:] if argv is None else list(argv)))
+def command_line(module: str, argv: list[str] | None = None) -> str:
+    """``python -m <module> <args>`` as a report quotes it, ``argv`` as ``main`` got it (``None``: this
+    process's ``sys.argv[1:]``)."""
+    return shlex.join(["python", "-m", module, *(sys.argv[1:] if argv is None else argv)])
 
 
 def cpu_model(default: str | None = None) -> str:

@@ -1,18 +1,18 @@
-"""The benchmark's hand-written yardstick computes what the library computes.
+"""The single-file SAC Flow (``examples/sac_flow_single_file.py``, the throughput benchmark's
+yardstick) computes what the library computes.
 
 Same parameters and the same noise must give the same three SAC losses and, after the optimiser
-steps and the soft target update, the same parameters (``benchmarks/throughput.py --check``); for
-the CrossQ critic also the same batch-renorm running statistics. Without this, the throughput
-ratios would compare different computations.
+steps and the soft target update, the same parameters (``python -m benchmarks.perf.throughput
+--check``); for the CrossQ critic also the same batch-renorm running statistics. Without this, the
+example would teach another method and the throughput ratios would compare different computations.
 """
-import sys
-from pathlib import Path
+import math
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import throughput  # noqa: E402
+import examples.sac_flow_single_file as single_file
+from benchmarks.perf import throughput
 
 
 @pytest.mark.parametrize("policy,num_steps", [("flow_t", 4), ("flow_g", 4), ("flow_mlp", 2), ("gaussian", 4)])
@@ -46,9 +46,7 @@ def test_crossq_yardstick_matches_the_recipe_step(policy):
 
 
 def _renorm_layers(sac):
-    import yardstick
-
-    return [m for q in (sac.q1, sac.q2) for m in q if isinstance(m, yardstick.BatchRenorm)]
+    return [m for q in (sac.q1, sac.q2) for m in q if isinstance(m, single_file.BatchRenorm)]
 
 
 def _set_renorm(name, value):
@@ -117,3 +115,24 @@ def test_collection_row_times_both_sides_on_equal_batches():
     row = throughput.bench_collect("gaussian", 1, args)
     assert row["clock"] == "cpu" and row["project"] > 0 and row["yardstick"] > 0
     assert row["ratio_q1"] <= row["ratio"] <= row["ratio_q3"]
+
+
+def test_single_file_training_loop_runs_and_updates(monkeypatch):
+    """``main``: random steps, then one update per env step; the episode returns come back and the
+    actor's parameters moved (a loop that never updated would leave them as initialised)."""
+    agents = []
+    make_agent = single_file.make_agent
+    monkeypatch.setattr(single_file, "make_agent", lambda *a, **k: agents.append(make_agent(*a, **k)) or agents[-1])
+    torch.manual_seed(0)
+    initial = [p.detach().clone() for p in make_agent("flow_g", 3, 1, num_steps=2).actor.parameters()]
+    returns = single_file.main(["--policy", "flow_g", "--num-steps", "2", "--total-steps", "260",
+                                "--learning-starts", "200", "--batch-size", "32"])
+    assert len(returns) == 1 and math.isfinite(returns[0])  # Pendulum-v1: 200-step episodes
+    moved = [(p - q).abs().max().item() for p, q in zip(agents[0].actor.parameters(), initial)]
+    assert max(moved) > 1e-4
+
+
+def test_single_file_rejects_an_unknown_policy(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        single_file.main(["--policy", "flow_x"])
+    assert exit_info.value.code == 2 and "--policy must be one of" in capsys.readouterr().err

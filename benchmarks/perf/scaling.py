@@ -3,9 +3,9 @@
 local collectors, the per-round cost of pushing the weights to the workers, and the learner's
 update rate the collection has to keep up with.
 
-    python benchmarks/scaling.py                      # -> benchmarks/results/scaling.md
-    python benchmarks/scaling.py --quick              # a smoke run (seconds of collection), prints only
-    python benchmarks/scaling.py --ray-address <head>:6379 --workers 1,2,4,8   # on a Ray cluster
+    python -m benchmarks.perf.scaling                 # -> benchmarks/results/scaling.md
+    python -m benchmarks.perf.scaling --quick         # a smoke run (seconds of collection), prints only
+    python -m benchmarks.perf.scaling --ray-address <head>:6379 --workers 1,2,4,8   # on a Ray cluster
 
 Everything is built with the recipes' own builders and config files (hydra compose), so a row
 measures what ``collector.backend=... collector.num_workers=...`` runs:
@@ -24,7 +24,7 @@ measures what ``collector.backend=... collector.num_workers=...`` runs:
   payload is the actor's parameters and buffers (``TensorDict.from_module``), float32.
 * **learner**: SAC updates/s of the MuJoCo recipe's update step (Flow-T, K=4, the recipe's batch
   size, eager, ``--threads`` threads), on random HalfCheetah-shaped batches
-  (``benchmarks/throughput.py``'s ``ProjectStep``). At the paper's UTD 1 the learner consumes
+  (``benchmarks.perf.throughput``'s ``ProjectStep``). At the paper's UTD 1 the learner consumes
   that many frames/s: collection beyond it only helps with a higher UTD ratio or a faster learner.
 
 A local Ray (``--ray-address`` unset) is started once, with ``max(cores, max workers)`` CPUs, and
@@ -52,11 +52,8 @@ import torch  # noqa: E402
 
 logging.getLogger("torchrl").setLevel(logging.WARNING)
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(REPO))
-import report  # noqa: E402
+from benchmarks import report  # noqa: E402
+from benchmarks.sweep import REPO, RESULTS_DIR  # noqa: E402
 
 CONFIG_DIR = REPO / "recipes" / "config"
 ENVS = ("halfcheetah", "robomimic")
@@ -248,7 +245,7 @@ def main(argv=None) -> int:
     backends = [b for b in args.backends.split(",") if b]
     workers = [int(w) for w in args.workers.split(",") if w]
     modes = [m == "sync" for m in args.ray_modes.split(",") if m]
-    command = report.command_line(__file__, argv)
+    command = report.command_line("benchmarks.perf.scaling", argv)
     t_start = time.perf_counter()
 
     import ray
@@ -312,7 +309,7 @@ def main(argv=None) -> int:
             f"UTD 1 (one update per collected frame) the learner consumes "
             f"{learner['updates_per_s']:.1f} frames/s. Compare with the collection rows above.",
         )
-    out = Path(args.out) if args.out else HERE / "results" / "scaling.md"
+    out = Path(args.out) if args.out else RESULTS_DIR / "scaling.md"
     report.write_report(lines, out if not args.quick or args.out else None)
     return 0
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Where the rest of the gap to the hand-written yardstick lives: TorchRL parts, measured in isolation.
 
-    python benchmarks/overheads.py            # ~3 min; writes benchmarks/results/overheads_cpu.md
+    python -m benchmarks.perf.overheads       # ~3 min; writes benchmarks/results/overheads_cpu.md
 
 ``throughput.py`` leaves the Gaussian baseline below the yardstick in eager mode and TorchRL's
 collector well below a plain gymnasium loop. This script measures the candidate causes one at a
@@ -33,7 +33,6 @@ import sys
 import time
 import timeit
 import warnings
-from pathlib import Path
 
 os.environ.setdefault("RL_WARNINGS", "False")
 warnings.filterwarnings("ignore")
@@ -46,11 +45,9 @@ from torch.distributions import Distribution  # noqa: E402
 
 logging.getLogger("torchrl").setLevel(logging.WARNING)
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent))
-import report  # noqa: E402
-import throughput  # noqa: E402
+from benchmarks import report  # noqa: E402
+from benchmarks.perf import throughput  # noqa: E402
+from benchmarks.sweep import RESULTS_DIR  # noqa: E402
 
 _LOG_2PI = math.log(2 * math.pi)
 
@@ -287,7 +284,7 @@ def main(argv=None) -> int:
     p.add_argument("--env-steps", type=int, default=2000, help="env steps per env row and round")
     p.add_argument("--frames", type=int, default=200, help="frames per timed batch in section 4")
     p.add_argument("--frame-rounds", type=int, default=8, help="interleaved rounds per policy in section 4")
-    p.add_argument("--out", default=str(HERE / "results" / "overheads_cpu.md"))
+    p.add_argument("--out", default=str(RESULTS_DIR / "overheads_cpu.md"))
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     t0 = time.perf_counter()
@@ -298,7 +295,7 @@ def main(argv=None) -> int:
     env = env_rows(args.env_steps)
     frames = frame_rows(args.frames, args.frame_rounds)
     wall = time.perf_counter() - t0
-    command = report.command_line(__file__, argv)
+    command = report.command_line("benchmarks.perf.overheads", argv)
     lines = [
         "# Where the remaining gap lives: TorchRL parts measured in isolation",
         "",

@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Throughput of the SAC Flow recipe's training step and data collection, side by side with a
-hand-written PyTorch yardstick (``benchmarks/yardstick.py``).
+hand-written PyTorch yardstick, the single-file SAC Flow of ``examples/sac_flow_single_file.py``.
 
-One command (``python benchmarks/throughput.py``; ``--quick`` for a smoke run) prints a markdown
+One command (``python -m benchmarks.perf.throughput``; ``--quick`` for a smoke run) prints a markdown
 table and writes it to ``benchmarks/results/throughput_<device>.md`` with the command and the
 machine at the top. Rows:
 
@@ -18,7 +18,7 @@ machine at the top. Rows:
   size and K) and ``crossq`` (the recipe's ``critic=crossq``: BatchRenorm critics, no target network,
   joint ``(s, a)``/``(s', a')`` batch, actor and α every 3rd update; ``--crossq-policies`` at the
   first batch size and K, hidden widths ``--crossq-cells``), against the yardstick's
-  ``YardstickSAC`` / ``YardstickCrossQ``. CrossQ rows time cycles of 3 updates (one actor step each).
+  ``SAC`` / ``CrossQ`` of the example. CrossQ rows time cycles of 3 updates (one actor step each).
 * **collect**: env frames/s of HalfCheetah-v4 with the policy in the loop (exploration mode),
   TorchRL ``Collector`` (1 worker) and ``MultiSyncCollector`` (``--workers``), next to a plain
   gymnasium loop (1 env) / ``AsyncVectorEnv`` (n envs, one batched policy call) with the
@@ -53,17 +53,16 @@ import torch  # noqa: E402
 
 logging.getLogger("torchrl").setLevel(logging.WARNING)
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-import report  # noqa: E402
-import yardstick  # noqa: E402
+import examples.sac_flow_single_file as yardstick  # noqa: E402
+from benchmarks import report  # noqa: E402
+from benchmarks.sweep import REPO, RESULTS_DIR  # noqa: E402
 
 OBS_DIM, ACT_DIM = 17, 6  # HalfCheetah-v4
 ENV_ID = "HalfCheetah-v4"
 POLICIES = ("flow_t", "flow_g", "flow_mlp", "gaussian")
 
 
-CONFIG_DIR = HERE.parent / "recipes" / "config"
+CONFIG_DIR = REPO / "recipes" / "config"
 
 
 CRITICS = ("sac", "crossq")
@@ -204,7 +203,7 @@ class YardstickStep:
         else:
             critic_kwargs = {"tau": q["tau"]}
         with torch.device(device):
-            self.sac = yardstick.make_yardstick(
+            self.sac = yardstick.make_agent(
                 policy, OBS_DIM, ACT_DIM, num_steps=num_steps, critic=critic, device=device,
                 hidden=tuple(q["num_cells"]), gamma=opt["gamma"], alpha_init=opt["alpha_init"],
                 actor_lr=opt["actor_lr"], critic_lr=opt["critic_lr"], alpha_lr=opt["alpha_lr"],
@@ -558,7 +557,7 @@ class YardstickCollection:
         from torchrl_sacflow.training.update import compile_options
 
         torch.manual_seed(0)
-        self.actor = yardstick.make_yardstick(policy, OBS_DIM, ACT_DIM, num_steps=4).actor
+        self.actor = yardstick.make_agent(policy, OBS_DIM, ACT_DIM, num_steps=4).actor
         # compiled as the recipe's collector compiles its policy (same options)
         self.sample = torch.compile(self.actor.sample, options=compile_options()) if mode == "compile" \
             else self.actor.sample
@@ -673,14 +672,15 @@ def probe_memory(policy: str, side: str, num_steps: int, batch_size: int, device
     import subprocess
 
     code = (
-        "import sys, json, torch; sys.path.insert(0, {here!r}); import throughput as T; "
+        "import json, torch; import benchmarks.perf.throughput as T; "
         "torch.set_num_threads(1); base = T._status_kib('VmRSS') / 1024; "
         "b = T.make_batches(4, {batch}, {device!r}); "
         "step = (T.ProjectStep if {side!r} == 'project' else T.YardstickStep)({policy!r}, {k}, {device!r}, 'eager'); "
         "[step(b[i % 4]) for i in range({updates})]; "
         "print(json.dumps({{'base': base, 'peak': T.peak_rss_mib()}}))"
-    ).format(here=str(HERE), batch=batch_size, device=device, side=side, policy=policy, k=num_steps, updates=updates)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "RL_WARNINGS": "False"})
+    ).format(batch=batch_size, device=device, side=side, policy=policy, k=num_steps, updates=updates)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
+                         env={**os.environ, "RL_WARNINGS": "False"})
     for line in reversed(out.stdout.strip().splitlines()):
         if line.startswith("{"):
             return json.loads(line)
@@ -773,7 +773,7 @@ def main(argv=None):
     multi = policies if args.multi_worker_policies == "all" else args.multi_worker_policies.split(",")
     t_start = time.perf_counter()
     header = machine_description(args)
-    command = report.command_line(__file__, argv)
+    command = report.command_line("benchmarks.perf.throughput", argv)
 
     update_rows = []
     if args.update:
@@ -827,7 +827,7 @@ def main(argv=None):
             "r/d clipped at 3/5, no target network, one train-mode critic forward on the joint batch "
             "`[(s, a); (s', a')]`, the actor scored with the critics in eval mode; actor + α step every "
             "3rd update, `policy_delay` 3) with `num_cells` set to the width shown (the recipe's and the "
-            "paper's is 2×1024); yardstick = `YardstickCrossQ`, the same in plain PyTorch with a "
+            "paper's is 2×1024); yardstick = the example's `CrossQ`, the same in plain PyTorch with a "
             "hand-written BatchRenorm layer and two separate critic modules (`--check --critics crossq` "
             "also verifies equal batch-renorm running statistics). The project's critic runs its speed path "
             "(`_fast.sac_loss._MLPEnsemble`: the two copies without vmap, each batch-renorm layer as ATen's "
@@ -845,7 +845,7 @@ def main(argv=None):
             f"Project = the recipe's own step, built from `recipes/config` (policy group, `critic=sac` or "
             f"`critic=crossq`, `optim`) with `make_policy` → `make_loss` → `make_optimizers` → `SACUpdate`, "
             f"exactly as `recipes/train_mujoco.py` does (**SAC rows**, critic `sac 256×256`: twin 256×256 MLP "
-            f"critics, τ = 0.005); yardstick = `benchmarks/yardstick.py` (plain PyTorch, same networks and "
+            f"critics, τ = 0.005); yardstick = `examples/sac_flow_single_file.py` (plain PyTorch, same networks and "
             f"math; `--check` verifies equal losses and equal updated parameters). HalfCheetah shapes (17-d "
             f"observation, 6-d action), random batches sampled from a replay buffer. {args.pairs} interleaved "
             f"pairs of single updates per eager row, {args.compile_pairs} per compiled row (ABBA order); "
@@ -890,7 +890,7 @@ def main(argv=None):
             "pytorch/rl's sota SAC does). No GPU was available for this run, so that path is not measured "
             "here.",
         )
-    out = Path(args.out) if args.out else HERE / "results" / f"throughput_{args.device.split(':')[0]}.md"
+    out = Path(args.out) if args.out else RESULTS_DIR / f"throughput_{args.device.split(':')[0]}.md"
     report.write_report(lines, out if not args.quick or args.out else None)
     return 0
 

@@ -1,6 +1,6 @@
 """Our ``preset=paper`` against the paper's released JAX code, side by side on this machine (issue 17).
 
-    python benchmarks/vs_reference.py --reference ~/SAC-FLOW --reference-python ~/jaxenv/bin/python
+    python -m benchmarks.perf.vs_reference --reference ~/SAC-FLOW --reference-python ~/jaxenv/bin/python
 
 Runs the released Flow-T + CrossQ script (``from_scratch_code/SAC_flow_transformer_jax.py`` of a
 clone of ``Elessar123/SAC-FLOW`` that *you* fetch; nothing of it is copied here) and our recipe
@@ -32,9 +32,8 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "benchmarks"))
-import report  # noqa: E402
+from benchmarks import report
+from benchmarks.sweep import REPO
 
 RESULTS = REPO / "benchmarks" / "results" / "vs_reference.md"
 SCRIPT = Path("from_scratch_code") / "SAC_flow_transformer_jax.py"
@@ -144,7 +143,7 @@ def main(argv: list[str] | None = None) -> None:
         rows.append((ref, ours))
     ref_rate = statistics.median(r["updates_per_s"] for r, _ in rows)
     our_rate = statistics.median(o["updates_per_s"] for _, o in rows)
-    command = "python benchmarks/vs_reference.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+    command = report.command_line("benchmarks.perf.vs_reference", argv)
     lines = [
         "# Ours (`preset=paper`) vs the released JAX code, side by side (issue 17)", "",
         f"Command: `{command}`", f"Machine: {machine()}; {time.strftime('%Y-%m-%d')}; each program alone, "

@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """How many torch threads the learner should use with the in-process collector (issue 17, item 4).
 
-    python benchmarks/learner_threads.py            # preset=paper, Flow-T: the paper's configuration
-    python benchmarks/learner_threads.py --quick    # a smoke run, nothing written
+    python -m benchmarks.perf.learner_threads            # preset=paper, Flow-T: the paper's configuration
+    python -m benchmarks.perf.learner_threads --quick    # a smoke run, nothing written
 
 With ``collector.num_workers=1`` the env steps in the learner's process and collection and updates
 alternate: they never run at the same time, so a second learner thread competes only with *other*
@@ -33,19 +33,17 @@ import subprocess
 import sys
 import time
 import warnings
-from pathlib import Path
 
 os.environ.setdefault("RL_WARNINGS", "False")
 warnings.filterwarnings("ignore")
 
 import torch  # noqa: E402
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-import report  # noqa: E402
+from benchmarks import report  # noqa: E402
+from benchmarks.sweep import REPO, RESULTS_DIR  # noqa: E402
 
-CONFIG_DIR = HERE.parent / "recipes" / "config"
-OUT = HERE / "results" / "learner_threads.md"
+CONFIG_DIR = REPO / "recipes" / "config"
+OUT = RESULTS_DIR / "learner_threads.md"
 
 
 def build_update(overrides: list[str], obs_dim: int = 17, act_dim: int = 6):
@@ -170,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     cores = report.cores()
     lines = report.section(
         "Learner threads with the in-process collector (issue 17)",
-        f"Command: `{report.command_line(__file__, argv)}`", machine,
+        f"Command: `{report.command_line('benchmarks.perf.learner_threads', argv)}`", machine,
         f"The recipe's update step (`{' '.join(overrides)}`, HalfCheetah shapes, one batch reused), "
         f"{args.rounds} interleaved blocks of 3 updates (`preset=paper`'s policy delay: one actor step "
         f"per block) per thread count, wall clock; upd/s = 1 / median. *vs 1 thread* = speed ratio in "

@@ -2,7 +2,7 @@
 """Same-process A/B of one speed-up of the recipe's step: the step as built vs the step with that
 speed-up switched off, interleaved single updates (A B B A ...), thread CPU time, one thread.
 
-Usage: ``python benchmarks/ablations.py POLICY BATCH WHAT [PAIRS]`` with ``WHAT`` one of
+Usage: ``python -m benchmarks.perf.ablations POLICY BATCH WHAT [PAIRS]`` with ``WHAT`` one of
 
 * ``tensor_critic``: B evaluates the critics through SACLoss's ``qvalue_v2_loss`` and TensorDict path;
 * ``softupdate``: B steps the targets with TorchRL's ``SoftUpdate`` instead of ``FusedSoftUpdate``;
@@ -20,18 +20,19 @@ import functools
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import throughput as T  # noqa: E402
+from benchmarks.perf import throughput as T
 
 WHATS = ("tensor_critic", "softupdate", "split_actor", "compile_policy")
 
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] in (["-h"], ["--help"]):
+        print(__doc__)
+        return 0
     if len(argv) < 3 or argv[0] not in T.POLICIES or argv[2] not in WHATS:
         print(__doc__.split("\n\n")[1].strip(), file=sys.stderr)
         return 2

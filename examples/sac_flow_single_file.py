@@ -1,10 +1,17 @@
-"""A hand-written SAC Flow update in plain PyTorch: the yardstick of ``benchmarks/throughput.py``.
+"""SAC Flow in one file of plain PyTorch (CleanRL style): read it top to bottom.
+
+    python -m examples.sac_flow_single_file                                  # Flow-T on Pendulum-v1
+    python -m examples.sac_flow_single_file --policy flow_g --total-steps 20000
+    python -m examples.sac_flow_single_file --critic crossq --env-id HalfCheetah-v4
 
 What an experienced PyTorch user would write in an afternoon from the paper (arXiv 2509.25756) and
-``shared/design/docs/algorithm.md``, without tensordict or TorchRL and without importing
-``torchrl_sacflow``: nn.Modules for the networks, a loop over the K Euler steps, twin critics as two
-separate MLPs with deep-copied targets, three ``torch.optim.Adam`` with default settings, and a
-Polyak loop over the target parameters.
+``docs/algorithm.md``, without tensordict or TorchRL and without importing ``torchrl_sacflow``:
+nn.Modules for the networks, a loop over the K Euler steps, twin critics as two separate MLPs with
+deep-copied targets, three ``torch.optim.Adam`` with default settings, a Polyak loop over the target
+parameters; at the bottom a replay buffer of preallocated tensors and the training loop on a
+gymnasium env (``main``). The library computes the same update through TorchRL: for equal
+parameters and noise the losses and the updated parameters agree (``tests/test_yardstick.py``), and
+``python -m benchmarks.perf.throughput`` times the two side by side (this file is its yardstick).
 
 It is plain, not slowed down: state-only work (the σ head) runs once per rollout, the critic target
 runs under ``no_grad``, the critics' parameters are frozen during the actor's backward pass (as
@@ -12,9 +19,8 @@ Spinning Up does), and nothing calls ``.item()``. It also is not tuned: each vel
 an ordinary ``v(a, s, t)`` module evaluated on ``[a, s, t]`` at every Euler step, as the paper
 writes it.
 
-Same networks and math as the library's recipe (so its figures are comparable, and
-``throughput.py --check`` verifies equal losses and equal updated parameters for equal parameters
-and noise):
+Same networks and math as the library's recipe (``python -m benchmarks.perf.throughput --check``
+verifies equal losses and equal updated parameters for equal parameters and noise):
 
 * MLP velocity: ``MLP([a, s, t])``, hidden (256, 256), ReLU.
 * Flow-G: gate ``σ(z([a, s, t]))`` and candidate ``κ tanh(c([a, s, t]))`` MLPs (hidden 128, SiLU),
@@ -35,7 +41,7 @@ and noise):
   ``L_π = mean(α log p − min Q)``, ``L_α = −log α · mean(log p + H)``, one step each per update
   (critic, target update, actor, temperature — CleanRL's order).
 
-CrossQ variant (:class:`YardstickCrossQ`, ``make_yardstick(..., critic="crossq")``; the recipe's
+CrossQ variant (:class:`CrossQ`, ``make_agent(..., critic="crossq")``; the recipe's
 ``critic=crossq``, paper arXiv 2509.25756 §MuJoCo on CrossQ, Bhatt et al. ICLR 2024):
 
 * Critics: ``BRN → [Linear → ReLU → BRN] × L → Linear(1)`` (hidden (1024, 1024) in the recipe), two
@@ -54,8 +60,11 @@ CrossQ variant (:class:`YardstickCrossQ`, ``make_yardstick(..., critic="crossq")
 """
 from __future__ import annotations
 
+import argparse
 import copy
+import dataclasses
 import math
+import time
 
 import torch
 import torch.nn.functional as F
@@ -67,10 +76,13 @@ __all__ = [
     "TransformerVelocity",
     "FlowActor",
     "GaussianActor",
-    "YardstickSAC",
+    "SAC",
     "BatchRenorm",
-    "YardstickCrossQ",
-    "make_yardstick",
+    "CrossQ",
+    "make_agent",
+    "ReplayBuffer",
+    "Args",
+    "main",
 ]
 
 LOG_2PI = math.log(2.0 * math.pi)
@@ -220,7 +232,7 @@ class GaussianActor(nn.Module):
 # --------------------------------------------------------------------------------------------
 # the update
 # --------------------------------------------------------------------------------------------
-class YardstickSAC:
+class SAC:
     """SAC with twin soft-target critics, α auto-tuning and Adam; ``update(*batch)`` = one step."""
 
     def __init__(self, actor, obs_dim, act_dim, *, hidden=(256, 256), gamma=0.99, tau=0.005,
@@ -336,7 +348,7 @@ class BatchRenorm(nn.Module):
         return x * self.weight + self.bias
 
 
-class YardstickCrossQ(YardstickSAC):
+class CrossQ(SAC):
     """SAC with CrossQ critics: no targets, joint critic batch, actor and α every ``policy_delay``."""
 
     def __init__(self, actor, obs_dim, act_dim, *, hidden=(1024, 1024), policy_delay=3, momentum=0.01,
@@ -385,7 +397,7 @@ class YardstickCrossQ(YardstickSAC):
 
     def update(self, obs, act, rew, next_obs, term):
         """One CrossQ critic step, and an actor and α step on every ``policy_delay``-th call
-        (the first included); returns what :meth:`YardstickSAC.update` returns, the last actor step's
+        (the first included); returns what :meth:`SAC.update` returns, the last actor step's
         values on calls without one."""
         q_loss = self.critic_step(obs, act, rew, next_obs, term)
         if self.num_updates % self.policy_delay == 0:
@@ -395,16 +407,16 @@ class YardstickCrossQ(YardstickSAC):
         return q_loss, actor_loss, alpha_loss, self.log_alpha.detach().exp(), entropy
 
 
-def make_yardstick(policy, obs_dim, act_dim, *, num_steps=4, critic="sac", device="cpu", low=-1.0, high=1.0,
-                   **sac_kwargs):
-    """The yardstick for ``policy`` in ``flow_t``, ``flow_g``, ``flow_mlp``, ``gaussian`` and ``critic``
-    in ``sac`` (:class:`YardstickSAC`), ``crossq`` (:class:`YardstickCrossQ`).
+def make_agent(policy, obs_dim, act_dim, *, num_steps=4, critic="sac", device="cpu", low=-1.0, high=1.0,
+               **sac_kwargs):
+    """The agent for ``policy`` in ``flow_t``, ``flow_g``, ``flow_mlp``, ``gaussian`` and ``critic``
+    in ``sac`` (:class:`SAC`), ``crossq`` (:class:`CrossQ`).
 
     ``sac_kwargs`` go to that class (γ, τ, α_0, learning rates, Adam betas, critic widths
     ``hidden``; for CrossQ also ``policy_delay`` and the batch-renorm settings). The Gaussian
     policy's target entropy is ``−|A|`` and its Adam β1 0.9; the flow policies' 0 and 0.5.
     """
-    cls = {"sac": YardstickSAC, "crossq": YardstickCrossQ}[critic]
+    cls = {"sac": SAC, "crossq": CrossQ}[critic]
     if policy == "gaussian":
         actor = GaussianActor(act_dim, obs_dim, low=low, high=high)
         sac_kwargs.setdefault("actor_betas", (0.9, 0.999))
@@ -412,3 +424,93 @@ def make_yardstick(policy, obs_dim, act_dim, *, num_steps=4, critic="sac", devic
     velocity = VELOCITIES[policy](act_dim, obs_dim)
     actor = FlowActor(velocity, act_dim, obs_dim, num_steps=num_steps, low=low, high=high)
     return cls(actor, obs_dim, act_dim, device=device, **sac_kwargs)
+
+
+# --------------------------------------------------------------------------------------------
+# the training loop: a replay buffer of plain tensors, a gymnasium env, one update per env step
+# --------------------------------------------------------------------------------------------
+class ReplayBuffer:
+    """A ring buffer of ``(obs, act, rew, next_obs, term)`` in preallocated tensors."""
+
+    def __init__(self, size, obs_dim, act_dim):
+        self.obs = torch.zeros(size, obs_dim)
+        self.act = torch.zeros(size, act_dim)
+        self.rew = torch.zeros(size)
+        self.next_obs = torch.zeros(size, obs_dim)
+        self.term = torch.zeros(size)
+        self.size, self.n, self.i = size, 0, 0
+
+    def add(self, obs, act, rew, next_obs, term):
+        j = self.i
+        self.obs[j], self.act[j], self.next_obs[j] = torch.as_tensor(obs), torch.as_tensor(act), torch.as_tensor(next_obs)
+        self.rew[j], self.term[j] = float(rew), float(term)
+        self.i, self.n = (j + 1) % self.size, min(self.n + 1, self.size)
+
+    def sample(self, batch_size):
+        idx = torch.randint(0, self.n, (batch_size,))
+        return self.obs[idx], self.act[idx], self.rew[idx], self.next_obs[idx], self.term[idx]
+
+
+@dataclasses.dataclass
+class Args:
+    env_id: str = "Pendulum-v1"      # any gymnasium env with a Box action space
+    policy: str = "flow_t"           # flow_t | flow_g | flow_mlp | gaussian
+    critic: str = "sac"              # sac (twin MLPs + soft targets) | crossq (BatchRenorm, no targets)
+    num_steps: int = 4               # K, the flow's Euler steps
+    seed: int = 0
+    total_steps: int = 10_000        # env steps
+    learning_starts: int = 1_000     # uniformly random actions (and no update) before this step
+    batch_size: int = 256
+    buffer_size: int = 100_000
+
+
+def parse_args(argv=None) -> Args:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    for field in dataclasses.fields(Args):
+        parser.add_argument("--" + field.name.replace("_", "-"), type=type(field.default), default=field.default)
+    args = Args(**vars(parser.parse_args(argv)))
+    if args.policy not in (*VELOCITIES, "gaussian") or args.critic not in ("sac", "crossq"):
+        parser.error(f"--policy must be one of {[*VELOCITIES, 'gaussian']} and --critic sac or crossq")
+    return args
+
+
+def main(argv=None) -> list[float]:
+    """Train on ``Args.env_id``, one update per env step after ``learning_starts``; returns the
+    (sampled-action) return of every episode that ended."""
+    import gymnasium as gym
+
+    args = parse_args(argv)
+    torch.manual_seed(args.seed)
+    env = gym.make(args.env_id)
+    env.action_space.seed(args.seed)
+    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
+    low = torch.as_tensor(env.action_space.low, dtype=torch.float32)
+    high = torch.as_tensor(env.action_space.high, dtype=torch.float32)
+    agent = make_agent(args.policy, obs_dim, act_dim, num_steps=args.num_steps, critic=args.critic, low=low, high=high)
+    buffer = ReplayBuffer(args.buffer_size, obs_dim, act_dim)
+
+    obs, _ = env.reset(seed=args.seed)
+    episode_return, returns, start = 0.0, [], time.time()
+    for step in range(args.total_steps):
+        if step < args.learning_starts:
+            action = env.action_space.sample()
+        else:
+            with torch.no_grad():
+                action = agent.actor.sample(torch.as_tensor(obs, dtype=torch.float32)[None])[0][0].numpy()
+        next_obs, reward, terminated, truncated, _ = env.step(action)
+        buffer.add(obs, action, reward, next_obs, terminated)  # a time-limit end still bootstraps
+        episode_return += float(reward)
+        obs = next_obs
+        if terminated or truncated:
+            returns.append(episode_return)
+            print(f"step {step + 1}: episode return {episode_return:.1f} ({time.time() - start:.0f} s)", flush=True)
+            obs, _ = env.reset()
+            episode_return = 0.0
+        if step >= args.learning_starts:
+            agent.update(*buffer.sample(args.batch_size))
+    env.close()
+    return returns
+
+
+if __name__ == "__main__":
+    main()
