@@ -33,6 +33,7 @@ from torchrl_sacflow.training import (
     action_dim,
     check_group_choices,
     config_fingerprint,
+    critic_diagnostics,
     env_maker,
     episode_metrics,
     evaluate,
@@ -185,6 +186,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
                 metrics.update({f"train/{k}": v / rnd["n"] for k, v in rnd["sums"].items()})
             if batch is not None and (lg["diagnostics_every"] <= 0 or due(lg["diagnostics_every"], before)):
                 metrics.update({f"train/{k}": v for k, v in flow_diagnostics(actor, batch).items()})
+                metrics.update({f"train/{k}": v for k, v in critic_diagnostics(losses.loss_module, batch).items()})
             updates_now = progress["updates"]
             if grad_every and batch is not None and updates_now // grad_every > (updates_now - rnd["n"]) // grad_every:
                 norms = losses.loss_module.path_grad_norms(batch)

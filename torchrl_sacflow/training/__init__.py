@@ -20,7 +20,7 @@ from torchrl_sacflow.training.config import (
     config_fingerprint,
     validate_train_config,
 )
-from torchrl_sacflow.training.diagnostics import flow_diagnostics
+from torchrl_sacflow.training.diagnostics import critic_diagnostics, flow_diagnostics
 from torchrl_sacflow.training.env_state import EnvState, supports_exact_state
 from torchrl_sacflow.training.envs import (
     DirectGymEnv,
@@ -76,6 +76,7 @@ __all__ = [
     "make_optimizers",
     "evaluate",
     "load_env_factory",
+    "critic_diagnostics",
     "flow_diagnostics",
     "make_checkpoint",
     "save_checkpoint",
