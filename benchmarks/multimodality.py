@@ -34,6 +34,8 @@ import json
 from pathlib import Path
 
 import numpy as np
+import torch
+from torch import nn
 
 from benchmarks.report import section, table
 from benchmarks.sweep import OUTPUTS, REPO, RESULTS_DIR, Job, Results, command_line, fmt, run_jobs
@@ -74,7 +76,6 @@ def _mode_stats(env, actions: np.ndarray) -> dict:
 
 
 def measure(task: str, run_dir: Path, n: int = 2000) -> dict:
-    import torch
     from tensordict import TensorDict
     from torchrl.envs.utils import ExplorationType, set_exploration_type
 
@@ -216,31 +217,33 @@ PROBE_POLICIES = ["flow_t", "flow_g", "flow_mlp", "flow_mlp_blind", "gaussian"]
 KEPT_SHARE, KEPT_TOTAL = 0.25, 0.75
 
 
+class BlindVelocity(nn.Module):
+    """A velocity that never sees the intermediate action ``A_i`` (2-D task, ``64-64`` MLP): the flow
+    can only shift its base draw, not bend it onto several modes (the control that must fail)."""
+
+    def __init__(self):
+        super().__init__()
+        from torchrl_sacflow.modules import MLPVelocity
+
+        self.inner = MLPVelocity(2, 2, hidden_sizes=(64, 64))
+
+    def forward(self, action, observation, time):
+        return self.inner(torch.zeros_like(action), observation, time)
+
+
 def _probe_actor(policy: str, noise_std: float | None = 0.1):
     """The recipe's policy group (small networks), flows with σ = ``noise_std`` (0.10, offline-to-online's
     setting, by default; ``None``: the recipe's learned state-dependent σ); ``flow_mlp_blind``: the
-    naive flow whose velocity never sees ``A_i`` (a flow that cannot bend its base draw: the control
-    that must fail)."""
-    import torch
+    naive flow with a :class:`BlindVelocity`."""
     from omegaconf import OmegaConf
-    from torch import nn
     from torchrl.data import Bounded
 
     from torchrl_sacflow import make_flow_actor
-    from torchrl_sacflow.modules import MLPVelocity
     from torchrl_sacflow.training import make_policy
 
     spec = Bounded(-1.0, 1.0, shape=(2,))
     if policy == "flow_mlp_blind":
-        class Blind(nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.inner = MLPVelocity(2, 2, hidden_sizes=(64, 64))
-
-            def forward(self, action, observation, time):
-                return self.inner(torch.zeros_like(action), observation, time)
-
-        return make_flow_actor(spec, 2, velocity=Blind(), noise_std=0.1)
+        return make_flow_actor(spec, 2, velocity=BlindVelocity(), noise_std=0.1)
     cfg = OmegaConf.to_container(OmegaConf.load(REPO / "recipes" / "config" / "policy" / f"{policy}.yaml"))
     small = {"flow_t": {"d_model": 32}, "flow_g": {"hidden_sizes": [64]}, "flow_mlp": {"hidden_sizes": [64, 64]}}
     if policy == "gaussian":
@@ -254,7 +257,6 @@ def _probe_actor(policy: str, noise_std: float | None = 0.1):
 
 
 def _samples(actor, n: int = 2000) -> np.ndarray:
-    import torch
     from tensordict import TensorDict
     from torchrl.envs.utils import ExplorationType, set_exploration_type
 
@@ -262,9 +264,9 @@ def _samples(actor, n: int = 2000) -> np.ndarray:
         return actor(TensorDict({"observation": torch.zeros(n, 2)}, [n]))["action"].numpy()
 
 
-def _sac_exact_q(actor, bandit, *, alpha: float, steps: int, batch: int) -> None:
-    """``steps`` SAC actor steps (:class:`SACFlowLoss`, α fixed) against the bandit's exact Q = r(a)."""
-    import torch
+def sac_exact_q(actor, bandit, *, alpha: float, steps: int, batch: int) -> None:
+    """``steps`` SAC actor steps (:class:`SACFlowLoss`, α fixed, Adam 3e-4 with β1 0.5) on a batch of
+    ``batch`` zero observations against the bandit's exact Q = r(a): no critic learning in the way."""
     from tensordict import TensorDict
     from tensordict.nn import TensorDictModule
 
@@ -287,7 +289,6 @@ def probe_one(policy: str, seed: int, *, bc_steps: int = 300, sac_steps: int = 5
     50/50 between the peaks (flows: flow matching, :class:`FlowMatchingUpdate`; Gaussian: maximum
     likelihood), then (2) ``sac_steps`` SAC actor steps (:class:`SACFlowLoss`, α = 0.01 fixed) whose
     critic is the bandit's *exact* Q = r(a); and (3) the same SAC steps from a fresh policy."""
-    import torch
     from tensordict import TensorDict
 
     from torchrl_sacflow.envs import MultimodalBandit
@@ -301,7 +302,7 @@ def probe_one(policy: str, seed: int, *, bc_steps: int = 300, sac_steps: int = 5
         return TensorDict({"observation": torch.zeros(batch, 2), "action": a}, [batch])
 
     def sac(actor) -> None:
-        _sac_exact_q(actor, bandit, alpha=0.01, steps=sac_steps, batch=batch)
+        sac_exact_q(actor, bandit, alpha=0.01, steps=sac_steps, batch=batch)
 
     def fractions(actor) -> dict:
         actions = _samples(actor)
@@ -334,7 +335,6 @@ def probe_one(policy: str, seed: int, *, bc_steps: int = 300, sac_steps: int = 5
 
 
 def probe(args: argparse.Namespace) -> None:
-    import torch
 
     torch.set_num_threads(1)
     results = {p: [probe_one(p, s) for s in args.seeds] for p in PROBE_POLICIES}
@@ -408,7 +408,6 @@ def _probe_figure(first_seed: dict, out: Path) -> None:
 
 def sweep(args: argparse.Namespace) -> None:
     """SAC from scratch on Bandit2 (exact Q) over σ and α: which settings keep both peaks (issue 15)."""
-    import torch
 
     from torchrl_sacflow.envs import MultimodalBandit
 
@@ -426,7 +425,7 @@ def sweep(args: argparse.Namespace) -> None:
                         continue
                     torch.manual_seed(seed + 1000)  # the probe's from-scratch seeds
                     actor = _probe_actor(policy, noise_std=sigma)
-                    _sac_exact_q(actor, bandit, alpha=alpha, steps=args.steps, batch=256)
+                    sac_exact_q(actor, bandit, alpha=alpha, steps=args.steps, batch=256)
                     actions = _samples(actor)
                     done[key] = {"fractions": bandit.mode_fractions(actions, within=2.5).round(3).tolist(),
                                  "reward": round(float(bandit.reward(actions).mean()), 3)}

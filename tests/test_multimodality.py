@@ -11,31 +11,18 @@ log-density depends on the velocity only through the tanh term, so nothing rewar
 import pytest
 import torch
 from tensordict import TensorDict
-from tensordict.nn import TensorDictModule
-from torch import nn
 from torchrl.data import Bounded
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 
-from torchrl_sacflow import SACFlowLoss, make_flow_actor
-from torchrl_sacflow.envs import BanditActionValue, MultimodalBandit
-from torchrl_sacflow.modules import MLPVelocity
+from benchmarks.multimodality import BlindVelocity, sac_exact_q
+from torchrl_sacflow import make_flow_actor
+from torchrl_sacflow.envs import MultimodalBandit
 from torchrl_sacflow.training import make_gaussian_actor
 from torchrl_sacflow.training.offline_online import FlowMatchingUpdate
 
 BANDIT = MultimodalBandit(2)
 PEAKS = torch.as_tensor(BANDIT.peaks, dtype=torch.float32)
 SPEC = Bounded(-1.0, 1.0, shape=(2,))
-
-
-class _BlindVelocity(nn.Module):
-    """A velocity that ignores the intermediate action: the flow collapses to a shifted base draw."""
-
-    def __init__(self):
-        super().__init__()
-        self.inner = MLPVelocity(2, 2, hidden_sizes=(64, 64))
-
-    def forward(self, action, observation, time):
-        return self.inner(torch.zeros_like(action), observation, time)
 
 
 def _demos(batch: int = 256) -> TensorDict:
@@ -52,7 +39,7 @@ def _fractions(actor) -> list[float]:
 def _actor(kind: str, sigma: float = 0.1):
     if kind == "gaussian":
         return make_gaussian_actor(SPEC, 2, num_cells=(64, 64))
-    velocity = _BlindVelocity() if kind == "blind" else "mlp"
+    velocity = BlindVelocity() if kind == "blind" else "mlp"
     kwargs = {} if kind == "blind" else {"velocity_kwargs": {"hidden_sizes": [64, 64]}}
     return make_flow_actor(SPEC, 2, velocity=velocity, noise_std=sigma, **kwargs)
 
@@ -78,16 +65,7 @@ def _clone(kind: str, steps: int = 300, seed: int = 0):
 
 def _sac(actor, steps: int = 500, batch: int = 256) -> list[float]:
     """``steps`` SAC actor steps (α = 0.01 fixed; flows: σ fixed) against the exact Q = r(a)."""
-    critic = TensorDictModule(BanditActionValue(BANDIT), ["observation", "action"], ["state_action_value"])
-    loss = SACFlowLoss(actor, critic, alpha_init=0.01, fixed_alpha=True)
-    params = [p for p in loss.actor_network_params.flatten_keys().values() if p.requires_grad]
-    optim = torch.optim.Adam(params, lr=3e-4, betas=(0.5, 0.999))
-    obs = TensorDict({"observation": torch.zeros(batch, 2)}, [batch])
-    for _ in range(steps):
-        value, _ = loss.actor_loss(obs)
-        optim.zero_grad()
-        value.backward()
-        optim.step()
+    sac_exact_q(actor, BANDIT, alpha=0.01, steps=steps, batch=batch)
     return _fractions(actor)
 
 
