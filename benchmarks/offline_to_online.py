@@ -232,8 +232,12 @@ LIFT_SETTING = [
 
 
 class LiftResults(Results):
-    """``robomimic_lift.json``: a list of the runs' summaries (with ``variant``, ``seed``, ``run_dir``),
-    keyed ``<policy>_seed<s>`` in memory."""
+    """``robomimic_lift.json``: a list of the runs' summaries (with ``variant``, ``seed``, ``run_dir`` and
+    the run's ``overrides``), keyed ``<policy>_seed<s>`` in memory. A run counts as recorded only with
+    the same overrides (``lift -- dataset=...`` runs again what the scripted-Lift sweep recorded)."""
+
+    def recorded(self, job: Job, results: dict) -> bool:
+        return job.key in results and results[job.key].get("overrides") == list(job.args)
 
     def load(self) -> dict:
         entries = super().load() or []
@@ -244,15 +248,16 @@ class LiftResults(Results):
         self.path.write_text(json.dumps(list(results.values()), indent=2))
 
 
-def lift_job(policy: str, seed: int, overrides: list[str]) -> Job:
-    return Job(f"{policy}_seed{seed}", LIFT_RUNS / f"{policy}_seed{seed}",
+def lift_job(policy: str, seed: int, overrides: list[str], runs_dir: Path = LIFT_RUNS) -> Job:
+    return Job(f"{policy}_seed{seed}", runs_dir / f"{policy}_seed{seed}",
                (f"policy={policy}", f"seed={seed}", "threads=1", "logger.progress_bar=false", *overrides), LIFT_RECIPE)
 
 
 def lift_measure(job: Job) -> dict:
     policy, seed = job.key.rsplit("_seed", 1)
     return {"run_dir": str(job.run_dir), **summary(job.run_dir), "variant": policy, "seed": int(seed),
-            "eval_curve": run_curve(job.run_dir, "eval/success_rate"), "setting": _lift_setting(job.run_dir)}
+            "eval_curve": run_curve(job.run_dir, "eval/success_rate"), "setting": _lift_setting(job.run_dir),
+            "overrides": list(job.args)}
 
 
 LIFT_RESULTS = LiftResults(RESULTS_DIR / "robomimic_lift.json", lift_measure)
@@ -262,11 +267,11 @@ def lift(args: argparse.Namespace) -> None:
     """The ``lift`` sweep: every ``--policies`` x ``--seeds`` run of the Robomimic recipe, then its report."""
     overrides = (LIFT_QUICK if args.quick else []) + args.overrides
     seeds = args.seeds[:1] if args.quick else args.seeds
-    results = Results(LIFT_RUNS.with_name("bench_robomimic_quick") / "robomimic_lift.json", lift_measure) \
-        if args.quick else LIFT_RESULTS
+    runs_dir = LIFT_RUNS.with_name("bench_robomimic_quick") if args.quick else LIFT_RUNS
+    results = LiftResults(runs_dir / "robomimic_lift.json", lift_measure) if args.quick else LIFT_RESULTS
     if not any(o.startswith("dataset=") for o in overrides):
         prepare_data(overrides, "scripted Lift", config="train_robomimic")
-    jobs = [lift_job(p, s, overrides) for s in seeds for p in args.policies]
+    jobs = [lift_job(p, s, overrides, runs_dir) for s in seeds for p in args.policies]
     start = time.perf_counter()
     run_jobs(jobs, parallel=args.parallel, results=results)
     results.record_finished(jobs)

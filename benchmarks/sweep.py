@@ -130,6 +130,10 @@ class Results:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.path.write_text(json.dumps(results, indent=self.indent, sort_keys=self.sort_keys))
 
+    def recorded(self, job: Job, results: dict) -> bool:
+        """Whether ``results`` (the file's content) already holds ``job``: its key is there."""
+        return job.key in results
+
     def record(self, job: Job) -> None:
         """Measure the finished ``job`` into the file."""
         entry = self.measure(job)
@@ -141,7 +145,7 @@ class Results:
         """Record every finished job the file lacks (e.g. the driver was killed in between)."""
         results = self.load()
         for job in jobs:
-            if job.key not in results and finished(job.run_dir):
+            if not self.recorded(job, results) and finished(job.run_dir):
                 self.record(job)
 
 
@@ -167,12 +171,13 @@ def run_jobs(jobs: list[Job], *, parallel: int, threads: int = 1, results: Resul
     skip / adopt / resume / start rules of :func:`plan`. With ``results``, a finished job (one found
     finished but not recorded, and each that ends finished) is recorded there; then ``on_done(job)``
     is called for each job that ends."""
-    recorded = set(results.load()) if results is not None else set()
+    known = results.load() if results is not None else {}
     pending, running = [], []
     for job in jobs:
-        action = plan(job.run_dir, job.key in recorded)
+        recorded = results is not None and results.recorded(job, known)
+        action = plan(job.run_dir, recorded)
         if action == "skip":
-            if results is not None and job.key not in recorded:
+            if results is not None and not recorded:
                 results.record(job)  # finished but not recorded: the driver was killed in between
             continue
         if action == "adopt":

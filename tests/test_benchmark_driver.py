@@ -100,3 +100,17 @@ def test_fmt_cells():
     assert fmt([2481.4]) == "2481"
     assert fmt([1.0, 2.0, None], 1) == "1.5 (1.0 / 2.0)"
     assert fmt([1.0, 3.0], 0, spread="std") == "2 ± 1"
+
+
+def test_lift_results_keep_their_list_format_and_match_overrides(tmp_path):
+    from benchmarks.offline_to_online import LiftResults, lift_job
+
+    path = tmp_path / "robomimic_lift.json"
+    job = lift_job("flow_t", 0, ["online_frames=1000"], tmp_path)
+    path.write_text(json.dumps([{"variant": "flow_t", "seed": 0, "overrides": list(job.args)}], indent=2))
+    results = LiftResults(path, measure=None)
+    assert results.recorded(job, results.load())
+    assert not results.recorded(lift_job("flow_t", 0, ["dataset=/data/lift.hdf5"], tmp_path), results.load())
+    assert not results.recorded(lift_job("flow_g", 0, ["online_frames=1000"], tmp_path), results.load())
+    results.write(results.load())
+    assert json.loads(path.read_text()) == [{"variant": "flow_t", "seed": 0, "overrides": list(job.args)}]
