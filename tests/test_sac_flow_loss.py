@@ -486,6 +486,63 @@ def test_critic_and_actor_losses_match_torchrl_sacloss(policy, weighted):
     assert results[0][1].shape == (BATCH,)
 
 
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_forward_matches_sacloss_forward_and_returns_the_actor_metadata(reduction):
+    """``forward`` assembles SACLoss's output itself: the same losses, α, entropy and written
+    priority as ``SACLoss.forward`` (same draws), plus ``proximity`` (reduced only)."""
+    import copy
+
+    from torchrl.objectives import SACLoss
+
+    torch.manual_seed(0)
+    actor = make_flow_actor(_spec(), N_OBS, velocity="gru")
+    qvalue = make_qvalue(N_OBS, N_ACT, num_cells=(32, 32))
+    kwargs = dict(num_qvalue_nets=2, loss_function="l2", alpha_init=0.3, target_entropy=0.0, reduction=reduction)
+    theirs = SACLoss(copy.deepcopy(actor), copy.deepcopy(qvalue), **kwargs)
+    ours = SACFlowLoss(actor, qvalue, proximity_coef=0.0, **kwargs)
+    ours.load_state_dict(theirs.state_dict(), strict=False)
+    outs, datas = [], []
+    for loss in (ours, theirs):
+        td = _data(seed=3)
+        torch.manual_seed(5)
+        outs.append(loss(td))
+        datas.append(td)
+    for key in ("loss_actor", "loss_qvalue", "loss_alpha"):
+        torch.testing.assert_close(outs[0][key], outs[1][key], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(datas[0]["td_error"], datas[1]["td_error"], rtol=1e-5, atol=1e-6)
+    if reduction == "none":
+        assert outs[0]["loss_actor"].shape == (BATCH,) and "proximity" not in outs[0].keys()
+        return
+    for key in ("alpha", "entropy"):
+        torch.testing.assert_close(outs[0][key], outs[1][key], rtol=1e-5, atol=1e-6)
+    assert outs[0]["proximity"].shape == () and outs[0]["proximity"] > 0  # the metadata, through the output
+    assert set(outs[0].keys()) == set(ours.out_keys)
+
+
+@pytest.mark.usefixtures("fast_paths_on")
+def test_actor_loss_stages_chain_to_actor_loss_and_are_withheld_where_they_do_not_apply():
+    """The public split SACUpdate compiles: draw → min_q → objective gives ``actor_loss``'s value;
+    no stages with the path diagnostic or a critic outside the tensor path."""
+    loss = _loss("gru", proximity_coef=1.0)
+    draw, min_q, objective = loss.actor_loss_stages
+    td = _data(seed=2)
+    torch.manual_seed(4)
+    action, log_prob, _ = draw(td)
+    split, split_meta = objective(td, action, log_prob, min_q(td, action))
+    torch.manual_seed(4)
+    whole, whole_meta = loss.actor_loss(td)
+    torch.testing.assert_close(split, whole)
+    torch.testing.assert_close(split_meta["proximity"], whole_meta["proximity"])
+    assert _loss("gru", log_path_grad_norms=True).actor_loss_stages is None
+
+    class Overridden(SACFlowLoss):
+        def actor_loss(self, tensordict):
+            return super().actor_loss(tensordict)
+
+    actor = make_flow_actor(_spec(), N_OBS, velocity="mlp")
+    assert Overridden(actor, make_qvalue(N_OBS, N_ACT, num_cells=(8,))).actor_loss_stages is None
+
+
 def test_critic_without_the_tensor_path_uses_sacloss_machinery():
     """A critic the ensemble does not cover (a normalisation layer) keeps the vmapped TensorDict path."""
 
@@ -499,7 +556,7 @@ def test_critic_without_the_tensor_path_uses_sacloss_machinery():
 
     qvalue = TensorDictModule(Critic(), in_keys=["observation", "action"], out_keys=["state_action_value"])
     loss = SACFlowLoss(make_flow_actor(_spec(), N_OBS, velocity="mlp"), qvalue)
-    assert loss._ensemble is None
+    assert loss._ensemble is None and loss.actor_loss_stages is None
     out = loss(_data())
     out["loss_qvalue"].backward()
     assert all(p.grad is not None for p in loss.qvalue_network_params.values(True, True))

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from tensordict import TensorDictBase
+from tensordict import TensorDict, TensorDictBase
 from tensordict.utils import NestedKey
 from tensordict.nn import dispatch
 from torch import Tensor, nn
@@ -199,7 +199,6 @@ class SACFlowLoss(FastSACLoss):
         if proximity_loss == "flow_matching" and self._flow_rollout is None:
             raise ValueError("proximity_loss='flow_matching' needs a flow actor (built by make_flow_actor)")
         self.proximity_loss = proximity_loss
-        self._extras: dict[str, Tensor] = {}
         self._actor_has_batch_norm = any(isinstance(m, ActorBatchRenorm) for m in self.actor_network.modules())
 
     # -- β --------------------------------------------------------------------------------
@@ -249,6 +248,23 @@ class SACFlowLoss(FastSACLoss):
     # may run them separately, e.g. SACUpdate compiles the first and the last and runs the
     # detached critics (kept out of compiled graphs: see _fast/sac_loss.py) eagerly between them,
     # instead of breaking a compiled actor_loss four frames deep.
+    @property
+    def actor_loss_stages(self) -> tuple[Any, Any, Any] | None:
+        """:meth:`actor_loss` as the stages a training step may compile apart, or ``None``.
+
+        ``(actor_draw, actor_min_q, actor_objective)`` (bound methods) where running them one
+        after the other gives :meth:`actor_loss`'s value and splitting pays: the critics are
+        evaluated on plain tensors (the speed path of :class:`FastSACLoss`), which run eagerly
+        anyway, so a step compiles the draw and the objective and calls ``actor_min_q`` between
+        them (:class:`~torchrl_sacflow.training.SACUpdate` with ``compile``). ``None`` (compile
+        :meth:`actor_loss` whole) when a subclass overrides :meth:`actor_loss`, when the critics
+        take the TensorDict path, or with ``log_path_grad_norms`` (the diagnostic needs the
+        draw's distribution, which does not cross a compiled graph's boundary).
+        """
+        if type(self).actor_loss is not SACFlowLoss.actor_loss or self._ensemble is None or self.log_path_grad_norms:
+            return None
+        return self.actor_draw, self.actor_min_q, self.actor_objective
+
     def actor_draw(self, tensordict: TensorDictBase) -> tuple[Tensor, Tensor, Any]:
         """``(a_θ, log p(path_θ|s), distribution)``: one reparameterised draw of the actor."""
         # the actor's batch-renorm layers (if any) use and update batch statistics only here
@@ -288,8 +304,6 @@ class SACFlowLoss(FastSACLoss):
         if self.log_path_grad_norms:
             metadata["path_grad_norm"] = self._path_grad_norms(loss_actor, dist)
         loss_actor = self._reduce_loss(loss_actor, tensordict=tensordict, weights=weights)
-        # SACLoss.forward only reads "log_prob" from the metadata: keep the rest for our output.
-        self._extras = {k: v for k, v in metadata.items() if k != "log_prob"}
         return loss_actor, metadata
 
     def _flow_matching_error(self, tensordict: TensorDictBase, a_buffer: Tensor) -> Tensor:
@@ -366,10 +380,33 @@ class SACFlowLoss(FastSACLoss):
 
     @dispatch
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
-        self._extras = {}
-        td_out = super().forward(tensordict)
-        if self.reduction != "none":
-            for key, value in self._extras.items():
-                td_out.set(key, value)
-        self._extras = {}
+        """The SAC v2 losses of :meth:`SACLoss.forward <torchrl.objectives.SACLoss.forward>` (same
+        values, same order of draws), plus the actor's metadata (``proximity``, ``path_grad_norm``)
+        when reduced: ``SACLoss.forward`` keeps only the ``log_prob`` of :meth:`actor_loss`'s
+        metadata, so this loss assembles its output itself rather than pass the rest around it.
+
+        Returns:
+            ``TensorDict`` of :attr:`out_keys`: ``[]``-shaped with a reduction, else the batch
+            shape (``alpha`` / ``entropy`` as non-tensor entries, as ``SACLoss`` does). Also writes
+            the critic's ``td_error`` into ``tensordict`` under the ``priority`` key.
+        """
+        loss_qvalue, value_metadata = self.qvalue_v2_loss(tensordict)
+        loss_actor, metadata = self.actor_loss(tensordict)
+        log_prob = metadata.pop("log_prob")
+        loss_alpha = self._reduce_loss(self._alpha_loss(log_prob=log_prob), tensordict=tensordict,
+                                       weights=self._maybe_get_priority_weight(tensordict))
+        tensordict.set(self.tensor_keys.priority, value_metadata["td_error"])
+        if loss_actor.shape != loss_qvalue.shape:
+            raise RuntimeError(f"Losses shape mismatch: {loss_actor.shape} and {loss_qvalue.shape}")
+        out = {"loss_actor": loss_actor, "loss_qvalue": loss_qvalue, "loss_alpha": loss_alpha}
+        if self.reduction == "none":
+            td_out = TensorDict(out, batch_size=tensordict.batch_size)
+            if self.scalar_output_mode == "non_tensor":
+                td_out.set_non_tensor("alpha", self._alpha)
+                td_out.set_non_tensor("entropy", -log_prob.detach().mean())
+        else:
+            td_out = TensorDict({**out, "alpha": self._alpha, "entropy": -log_prob.detach().mean(), **metadata},
+                                batch_size=[])
+        self._clear_weakrefs(tensordict, td_out, "actor_network_params", "qvalue_network_params",
+                             "target_actor_network_params", "target_qvalue_network_params")
         return td_out

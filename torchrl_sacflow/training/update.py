@@ -16,7 +16,6 @@ from torchrl.objectives.utils import TargetNetUpdater
 
 from torchrl_sacflow import _fast
 from torchrl_sacflow._fast.optim import _prefer_fused_adam
-from torchrl_sacflow.objectives.sac_flow import SACFlowLoss
 
 __all__ = ["SACUpdate", "compile_options"]
 
@@ -59,7 +58,12 @@ class SACUpdate:
     Args:
         loss_module (LossModule): a SAC-style loss with ``actor_loss(td) -> (loss, {"log_prob"})``,
             ``alpha_loss(log_prob)``, a critic loss ``qvalue_loss(td)`` (e.g. ``CrossQLoss``) or
-            ``qvalue_v2_loss(td)`` (``SACLoss``/``SACFlowLoss``), and ``log_alpha``.
+            ``qvalue_v2_loss(td)`` (``SACLoss``/``SACFlowLoss``), and ``log_alpha``. With
+            ``compile``, a loss whose ``actor_loss_stages`` property gives ``(draw, min_q,
+            objective)`` (:attr:`SACFlowLoss.actor_loss_stages
+            <torchrl_sacflow.objectives.SACFlowLoss.actor_loss_stages>`) has the draw and the
+            objective compiled apart and ``min_q`` run eagerly between them; any other loss has
+            ``actor_loss`` compiled whole.
 
     Keyword Args:
         actor_optim, critic_optim (torch.optim.Optimizer): over the loss module's actor / critic
@@ -139,33 +143,35 @@ class SACUpdate:
         if compile:
             options = compile_options(compile if isinstance(compile, str) else None)
             self.critic_losses = torch.compile(self._critic_losses, options=options)
-            if self._split_actor_loss():
+            stages = getattr(loss_module, "actor_loss_stages", None)  # what the loss says splits
+            if stages is not None:
                 # the actor's draw and the loss compiled, the detached critics between them eager
                 # (they run eagerly anyway: _MLPEnsemble.q); a compiled actor_loss would instead
                 # break at that call four frames deep and resume in four more compiled frames,
                 # each with its own guard checks
-                self._actor_draw_compiled = torch.compile(self._actor_draw, options=options)
-                self._actor_tail_compiled = torch.compile(self._actor_tail, options=options)
+                draw, self._actor_min_q, objective = stages
+                self._actor_draw_compiled = torch.compile(self._draw_stage(draw), options=options)
+                self._actor_tail_compiled = torch.compile(self._tail_stage(objective), options=options)
                 self.actor_losses = self._split_actor_losses
             else:
                 self.actor_losses = torch.compile(self._actor_losses, options=options)
 
-    def _split_actor_loss(self) -> bool:
-        loss = self.loss_module
-        return isinstance(loss, SACFlowLoss) and type(loss).actor_loss is SACFlowLoss.actor_loss \
-            and getattr(loss, "_ensemble", None) is not None and not loss.log_path_grad_norms
+    @staticmethod
+    def _draw_stage(draw):
+        def actor_draw(batch: TensorDictBase) -> tuple[torch.Tensor, torch.Tensor]:
+            action, log_prob, _ = draw(batch)
+            return action, log_prob
+        return actor_draw
 
-    def _actor_draw(self, batch: TensorDictBase) -> tuple[torch.Tensor, torch.Tensor]:
-        action, log_prob, _ = self.loss_module.actor_draw(batch)
-        return action, log_prob
-
-    def _actor_tail(self, batch: TensorDictBase, action: torch.Tensor, log_prob: torch.Tensor,
-                    min_q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return self._reduce_actor(*self.loss_module.actor_objective(batch, action, log_prob, min_q))
+    def _tail_stage(self, objective):
+        def actor_tail(batch: TensorDictBase, action: torch.Tensor, log_prob: torch.Tensor,
+                       min_q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            return self._reduce_actor(*objective(batch, action, log_prob, min_q))
+        return actor_tail
 
     def _split_actor_losses(self, batch: TensorDictBase) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         action, log_prob = self._actor_draw_compiled(batch)
-        min_q = self.loss_module.actor_min_q(batch, action)
+        min_q = self._actor_min_q(batch, action)
         return self._actor_tail_compiled(batch, action, log_prob, min_q)
 
     def _critic_losses(self, batch: TensorDictBase) -> torch.Tensor:
