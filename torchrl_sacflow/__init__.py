@@ -21,7 +21,7 @@ from torchrl_sacflow.modules import (
     velocity_module,
 )
 import torchrl_sacflow.envs  # noqa: F401  (registers the multimodal gymnasium tasks)
-from torchrl_sacflow.objectives import CrossQFlowLoss, FlowMatchingLoss, FusedSoftUpdate, SACFlowLoss
+from torchrl_sacflow.objectives import CrossQFlowLoss, FlowMatchingLoss, FQLLoss, FusedSoftUpdate, SACFlowLoss
 
 __version__ = "0.1.0"
 
@@ -42,5 +42,6 @@ __all__ = [
     "make_qvalue",
     "make_crossq_qvalue",
     "CrossQFlowLoss",
+    "FQLLoss",
     "FusedSoftUpdate",
 ]

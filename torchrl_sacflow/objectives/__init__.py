@@ -1,4 +1,5 @@
 from torchrl_sacflow.objectives.flow_matching import FlowMatchingLoss
 from torchrl_sacflow.objectives.sac_flow import SACFlowLoss
 from torchrl_sacflow.objectives.crossq_flow import CrossQFlowLoss
+from torchrl_sacflow.objectives.fql import FQLLoss
 from torchrl_sacflow._fast.soft_update import FusedSoftUpdate
