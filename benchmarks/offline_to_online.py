@@ -1,7 +1,11 @@
-"""Offline-to-online SAC Flow from weak data (issue 19): the success rate after flow-matching
-pre-training, after offline SAC Flow on the data and after online fine-tuning, under three proximity
-terms (the paper's ``β‖a_θ − a_buffer‖²``, the flow-matching error of the buffer action, none), for
-Flow-T and Flow-G, on scripted Lift with imperfect demos, scripted Can and OGBench cube-double.
+"""Offline-to-online SAC Flow from weak data, beside its baselines (issues 19, 31): the success rate
+after flow-matching pre-training, after offline RL on the data and after online fine-tuning, under
+three proximity terms (the paper's ``β‖a_θ − a_buffer‖²``, the flow-matching error of the buffer
+action, none), for Flow-T and Flow-G, and for BC, FQL and QC-FQL (``algo=bc|fql|qc_fql`` of the same
+recipe, rows ``bc`` / ``fql`` / ``qc_fql``), on scripted Lift with imperfect demos, scripted Can and
+OGBench cube-double.
+
+    python -m benchmarks.offline_to_online run --policies bc fql qc_fql flow_t --variants l2   # the comparison
 
     python -m benchmarks.offline_to_online run                          # all rows, seeds 0-2 (hours on 2 cores)
     python -m benchmarks.offline_to_online run --tasks lift_weak --seeds 0 --policies flow_t --variants flow_matching
@@ -71,7 +75,16 @@ TASKS: dict[str, tuple[list[str], str]] = {
         "OGBench cube-double, OGBench's default singletask goal (task 2), 100 000 generated play transitions, "
         "500-step episodes (docs/ogbench_data.md)"),
 }
-POLICIES = ("flow_t", "flow_g")
+# row -> recipe overrides: SAC Flow with each flow policy, then the paper's offline-to-online baselines
+# (issue 31) on the same data, buffers, evaluation and budgets: BC (flow-matching pre-training alone,
+# Flow-T), FQL (no chunks) and QC-FQL (chunks of 5, the recipe's action_chunk); FQL's α = fql.alpha.
+POLICIES: dict[str, list[str]] = {
+    "flow_t": ["policy=flow_t"], "flow_g": ["policy=flow_g"],
+    "bc": ["algo=bc", "policy=flow_t"], "fql": ["algo=fql", "action_chunk=1"], "qc_fql": ["algo=qc_fql"],
+}
+#: rows without SAC Flow's proximity variants: each runs once per seed, as variant ``BASELINE_VARIANT``
+BASELINES = ("bc", "fql", "qc_fql")
+BASELINE_VARIANT = "default"
 # fine-tuning variant -> (recipe overrides, what it is)
 VARIANTS: dict[str, tuple[list[str], str]] = {
     "l2": (["beta.loss=l2"], "the paper's proximity term β‖a_θ − a_buffer‖² (β 10 000 offline, 1 000 online)"),
@@ -87,9 +100,15 @@ BUDGET = ["pretrain_steps=5000", "offline_steps=1000", "online_frames=1000", "fr
 QUICK = ["pretrain_steps=20", "offline_steps=4", "online_frames=8", "frames_per_batch=4", "eval.interval=4", "eval.num_episodes=1",
          "checkpoint.interval=4", "max_episode_steps=20", "batch_size=16", "critic.num_cells=[32,32]",
          "scripted_episodes=3", "ogbench.transitions=100"]
-QUICK_POLICY = {"flow_t": ["policy.velocity_kwargs.d_model=16", "policy.velocity_kwargs.num_heads=2",
-                           "policy.velocity_kwargs.num_layers=1"],
-                "flow_g": ["policy.velocity_kwargs.hidden_sizes=[16]"]}
+_QUICK_FLOW_T = ["policy.velocity_kwargs.d_model=16", "policy.velocity_kwargs.num_heads=2",
+                 "policy.velocity_kwargs.num_layers=1"]
+QUICK_POLICY = {"flow_t": _QUICK_FLOW_T, "flow_g": ["policy.velocity_kwargs.hidden_sizes=[16]"], "bc": _QUICK_FLOW_T,
+                "fql": ["fql.actor_cells=[16]"], "qc_fql": ["fql.actor_cells=[16]"]}
+
+
+def variants_of(policy: str, variants) -> list[str]:
+    """The fine-tuning variants a row runs: SAC Flow's proximity ``variants``, a baseline's own one."""
+    return [BASELINE_VARIANT] if policy in BASELINES else list(variants)
 
 
 def _merge(*overrides: list[str]) -> list[str]:
@@ -112,8 +131,10 @@ class Sweep:
     def job(self, task: str, policy: str, seed: int, variant: str) -> Job:
         """One whole run: a task, a policy, a seed, a fine-tuning variant (key ``task/policy/variant/seed<s>``)."""
         quick = QUICK + QUICK_POLICY[policy] if self.quick else []
-        args = _merge(TASKS[task][0], BUDGET, [f"datasets_dir={DATASETS_DIR}", f"policy={policy}", f"seed={seed}"],
-                      quick, self.extra, VARIANTS[variant][0])
+        if (variant == BASELINE_VARIANT) != (policy in BASELINES):
+            raise ValueError(f"row {policy} has no variant {variant!r}")
+        args = _merge(TASKS[task][0], BUDGET, [f"datasets_dir={DATASETS_DIR}", f"seed={seed}"], POLICIES[policy],
+                      quick, self.extra, [] if policy in BASELINES else VARIANTS[variant][0])
         return Job(f"{task}/{policy}/{variant}/seed{seed}", self.runs_dir / task / f"{policy}_seed{seed}" / variant,
                    tuple(args), RECIPE)
 
@@ -150,19 +171,24 @@ def run(sweep: Sweep, args: argparse.Namespace) -> None:
     for task in args.tasks:
         prepare_data(sweep.job(task, "flow_t", 0, next(iter(VARIANTS))).args, task)
     jobs = [sweep.job(t, p, s, variant) for s in args.seeds for t in args.tasks for p in args.policies
-            for variant in args.variants]  # seed-major
+            for variant in variants_of(p, args.variants)]  # seed-major
     run_jobs(jobs, parallel=args.parallel, results=sweep.results, on_done=lambda _: report(sweep))
 
 
 def report(sweep: Sweep) -> None:
     results = sweep.results.load()
     lines = [
-        "# Offline-to-online SAC Flow from weak data (issue 19)", "",
+        "# Offline-to-online SAC Flow from weak data, beside BC, FQL and QC-FQL (issues 19, 31)", "",
         "`python -m benchmarks.offline_to_online run` (then `report`); every run is "
         "`python -m recipes.train_offline_online` with " + " ".join(f"`{b}`" for b in BUDGET) + ", one torch "
         "thread. Each row is one whole run per seed (flow-matching pre-training, offline SAC Flow on the data, "
-        "online SAC Flow; the pre-training is the same for every row of a seed). Cells: mean over seeds (per-seed "
-        "values in brackets); success rate of the deterministic (ODE) policy. *best online* is the best "
+        "online SAC Flow; the pre-training is the same for every SAC Flow row of a seed). Rows `bc`, `fql`, `qc_fql`: "
+        "`algo=bc` (Flow-T, flow-matching pre-training only), `algo=fql action_chunk=1`, `algo=qc_fql` (chunks of 5) "
+        "with the recipe's `fql` defaults (α 100, 2 x 256 GELU actor and behaviour flow, the critic group's "
+        "2 x 256 MLPs with LayerNorm), same data, budgets and evaluation; their proximity column is `default` "
+        "(FQL's own distillation term; none for BC). Cells: mean over seeds (per-seed "
+        "values in brackets); success rate of the deterministic (ODE) policy (FQL: its one-step policy, noise "
+        "sampled as in the reference). *best online* is the best "
         "evaluation during the online phase.", "",
     ]
     if sweep.quick:
@@ -174,10 +200,10 @@ def report(sweep: Sweep) -> None:
         if not runs:
             continue
         lines += [f"## {task}", "", f"{about}; `{' '.join(task_args)}`.", "",
-                  "| policy | proximity | seeds | after pre-training | after offline SAC | after online | "
+                  "| row | proximity | seeds | after pre-training | after offline RL | after online | "
                   "best online | run min |", "|---|---|---|---|---|---|---|---|"]
         for policy in POLICIES:
-            for variant in VARIANTS:
+            for variant in variants_of(policy, VARIANTS):
                 rows = [v for k, v in sorted(runs.items()) if k.startswith(f"{task}/{policy}/{variant}/")]
                 if not rows:
                     continue
@@ -206,7 +232,7 @@ def record_finished(sweep: Sweep) -> None:
     for path in sorted(sweep.runs_dir.glob("*/*_seed*/*/summary.json")):
         run_dir = path.parent
         task, (policy, seed), variant = run_dir.parent.parent.name, run_dir.parent.name.rsplit("_seed", 1), run_dir.name
-        if variant in VARIANTS and task in TASKS and policy in POLICIES:
+        if task in TASKS and policy in POLICIES and variant in variants_of(policy, VARIANTS):
             jobs.append(sweep.job(task, policy, int(seed), variant))
     sweep.results.record_finished(jobs)
 

@@ -34,17 +34,15 @@ from omegaconf import DictConfig, OmegaConf
 from torchrl_sacflow.plot import plot_runs
 from torchrl_sacflow.training import (
     ConfigError,
-    SACUpdate,
     check_group_choices,
     config_fingerprint,
+    fingerprint_groups,
     exit_on_config_error,
     load_checkpoint,
     log_metrics,
     make_checkpoint,
     make_collector,
     make_logger,
-    make_optimizers,
-    make_policy,
     open_run_dir,
     resolve_device,
     round_up_frames,
@@ -53,13 +51,12 @@ from torchrl_sacflow.training import (
     set_learner_threads,
 )
 from torchrl_sacflow.training.offline_online import (
-    FlowMatchingUpdate,
     LinearSchedule,
     MixedReplayBuffer,
     check_chunking,
     check_offline_online_config,
     evaluate_success,
-    make_chunked_sac_flow_loss,
+    make_learner,
     make_offline_buffer,
     resolve_offline_data,
     truncate_phase_logs,
@@ -73,7 +70,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     """Run (or, with ``resume``, continue) one offline-to-online run in ``run_dir``; return a summary."""
     c = OmegaConf.to_container(cfg, resolve=True)
     check_offline_online_config(c)
-    h, opt, ev, lg, B = c["action_chunk"], c["optim"], c["eval"], c["logger"], c["batch_size"]
+    h, ev, lg, B = c["action_chunk"], c["eval"], c["logger"], c["batch_size"]
     # The dataset family: its file (generated once when none is given), env factory and loader
     data = resolve_offline_data(c, progress=lg["progress_bar"])
     # What a checkpoint must agree on: the data/env (incl. h, γ) and every network-shaping setting
@@ -93,20 +90,9 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     print(data.summary_line(), flush=True)
     width = check_chunking(offline, eval_env, h)
     obs_dim = int(offline["observation"].shape[-1])
-    actor = make_policy(c["policy"], eval_env.action_spec, obs_dim).to(device)
-    losses = make_chunked_sac_flow_loss(
-        actor, c["critic"], observation_dim=obs_dim, action_width=width, action_chunk=h, gamma=c["gamma"],
-        alpha_init=opt["alpha_init"], fixed_alpha=not opt["autotune_alpha"], target_entropy=opt["target_entropy"],
-        proximity_loss=c["beta"]["loss"])
-    loss = losses.loss_module.to(device)
-    if c["beta"]["rows"] == "offline":  # the proximity term holds the demonstrations only (MixedReplayBuffer marks them)
-        loss.set_keys(proximity_mask="is_offline")
-    actor_optim, critic_optim, alpha_optim = make_optimizers(
-        loss, actor_lr=opt["actor_lr"], critic_lr=opt["critic_lr"], alpha_lr=opt["alpha_lr"],
-        actor_betas=(opt["actor_beta1"], 0.999))
-    update = SACUpdate(loss, actor_optim=actor_optim, critic_optim=critic_optim, target_updater=losses.target_updater,
-                       alpha_optim=alpha_optim if opt["autotune_alpha"] else None, policy_delay=losses.policy_delay)
-    pretrain = FlowMatchingUpdate(actor, lr=opt["pretrain_lr"])
+    # The algorithm (`algo=`): SAC Flow, FQL, QC-FQL or BC; what acts, what each phase steps
+    learner = make_learner(c, eval_env.action_spec, observation_dim=obs_dim, action_width=width, device=device)
+    actor, loss, update, algo = learner.policy, learner.loss, learner.update, c["algo"]
     offline_rb = make_offline_buffer(offline)
     capacity = c["online_buffer_size"]  # allocated in full on the first write; a saved buffer keeps its size
     if c["resume"] and resume_meta["frames"] > 0 and resume_meta["online_capacity"] != capacity:
@@ -119,10 +105,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     # Checkpoint: every stateful piece, restored in place on resume (progress is a JSON dict)
     progress = {"phase": "pretrain", "pretrain_steps": 0, "offline_steps": 0, "frames": 0, "updates": 0,
                 "episodes": 0, "wall_time_s": 0.0, "phase_eval": {}}
-    ckpt = make_checkpoint(
-        loss_module=loss, update_step=update, progress=progress, config=c, policy=actor,
-        optimizers={"actor_optim": actor_optim, "critic_optim": critic_optim, "alpha_optim": alpha_optim,
-                    "pretrain_optim": pretrain.optimizer})
+    ckpt = make_checkpoint(loss_module=loss, update_step=learner.update_step, progress=progress, config=c,
+                           policy=actor, optimizers=learner.optimizers)
 
     def register_online_data() -> None:  # an empty storage cannot be saved: register it once it has data
         if c["checkpoint"]["save_replay_buffer"] and "replay_buffer" not in ckpt.components:
@@ -144,7 +128,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
         save_checkpoint(ckpt, run_dir, metadata={"frames": progress["frames"], "phase": progress["phase"],
                                                  "online_capacity": capacity,
                                                  "fingerprint": fingerprint,
-                                                 "fingerprint_groups": {k: c[k] for k in ("env", "policy", "critic")}})
+                                                 "fingerprint_groups": fingerprint_groups(c)})
 
     def run_eval() -> dict:
         return evaluate_success(eval_env, actor, num_episodes=ev["num_episodes"])
@@ -198,7 +182,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
                 progress["episodes"] += int(done.sum())
                 metrics["train/episode_success_rate"] = data["next", "success"].squeeze(-1)[done].float().mean()
                 metrics["train/episodes"] = progress["episodes"]
-            loss.proximity_coef = beta_online(before) / width
+            if learner.set_beta is not None:
+                learner.set_beta(beta_online(before))
             t0, out = time.perf_counter(), []
             for _ in range(round(data.numel() * c["updates_per_frame"])):
                 if stop.requested:
@@ -209,7 +194,9 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
             stats["updates"] += len(out)
             if out:
                 metrics.update({f"train/{k}": v for k, v in torch.stack(out).mean().items()})
-            metrics.update({"train/beta": beta_online(before), "train/offline_fraction": c["offline_fraction"]})
+            metrics["train/offline_fraction"] = c["offline_fraction"]
+            if learner.set_beta is not None:
+                metrics["train/beta"] = beta_online(before)
             if col["sync"]:  # an asynchronous Ray collector pushes them to each worker itself
                 collector.update_policy_weights_()
             if not stop.requested and ((ev["interval"] and progress["frames"] // ev["interval"] > before // ev["interval"])
@@ -257,13 +244,14 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     with StopOnSignal() as stop:
         # 1. Flow-matching pre-training (behaviour cloning) on the demonstrations
         if progress["phase"] == "pretrain":
-            offline_phase("pretrain", c["pretrain_steps"], pretrain, lambda: offline_rb.sample(B).to(device))
+            offline_phase("pretrain", c["pretrain_steps"], learner.pretrain, lambda: offline_rb.sample(B).to(device))
             if not stop.requested:
-                progress["phase"] = "offline"
+                progress["phase"] = "done" if algo == "bc" else "offline"  # BC: pre-training is all
                 save()
         # 2. Offline SAC Flow: critic and actor on demonstrations only, β = beta.offline
         if progress["phase"] == "offline" and not stop.requested:
-            loss.proximity_coef = c["beta"]["offline"] / width
+            if learner.set_beta is not None:
+                learner.set_beta(c["beta"]["offline"])
             offline_phase("offline", c["offline_steps"], update, lambda: offline_rb.sample(B).to(device))
             if not stop.requested:
                 progress["phase"] = "online"
@@ -285,21 +273,21 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     online_s = time.perf_counter() - t_online
     collect_time, update_time, session_updates = stats["collect_s"], stats["update_s"], stats["updates"]
     summary = {
-        "run_dir": str(run_dir), "dataset": str(data.path), "family": data.family, "task": data.task,
+        "run_dir": str(run_dir), "algo": algo, "dataset": str(data.path), "family": data.family, "task": data.task,
         "data": data.description, "phase": progress["phase"],
         "pretrain_steps": progress["pretrain_steps"], "offline_steps": progress["offline_steps"],
         "frames": progress["frames"], "session_frames": session_frames, "updates": progress["updates"],
         "episodes": progress["episodes"],
         "success_rate_after_pretrain": progress["phase_eval"].get("pretrain"),
         "success_rate_after_offline": progress["phase_eval"].get("offline"),
-        "final_success_rate": last_eval.get("success_rate"),
+        "final_success_rate": progress["phase_eval"].get("pretrain") if algo == "bc" else last_eval.get("success_rate"),
         **speeds,
         "env_frames_per_s": session_frames / collect_time if collect_time else None,
         "online_frames_per_s": session_frames / online_s if session_frames else None,
         "updates_per_s": session_updates / update_time if update_time else None,
         "wall_time_s": progress["wall_time_s"], "interrupted": stop.requested,
         "chunking": {"action_chunk": h, "offline_action_width": int(offline["action"].shape[-1]),
-                     "env_action_width": width, "critic_gamma": float(loss.value_estimator.gamma),
+                     "env_action_width": width, "critic_gamma": learner.critic_gamma,
                      "online_action_width": int(replay_buffer.online_buffer[:1]["action"].shape[-1])
                      if len(replay_buffer.online_buffer) else None},
     }

@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from torchrl.checkpoint import Checkpoint, JSONCheckpointAdapter
 
 from benchmarks.sweep import Job, Results, fmt, plan, run_jobs
@@ -114,3 +115,22 @@ def test_lift_results_keep_their_list_format_and_match_overrides(tmp_path):
     assert not results.recorded(lift_job("flow_g", 0, ["online_frames=1000"], tmp_path), results.load())
     results.write(results.load())
     assert json.loads(path.read_text()) == [{"variant": "flow_t", "seed": 0, "overrides": list(job.args)}]
+
+
+def test_offline_to_online_baseline_rows_share_the_data_and_budget():
+    import argparse
+
+    from benchmarks.offline_to_online import BASELINE_VARIANT, Sweep, variants_of
+
+    sweep = Sweep(argparse.Namespace(quick=False, overrides=[]))
+    sac = dict(a.split("=", 1) for a in sweep.job("lift_weak", "flow_t", 1, "l2").args)
+    fql = dict(a.split("=", 1) for a in sweep.job("lift_weak", "fql", 1, BASELINE_VARIANT).args)
+    qc = dict(a.split("=", 1) for a in sweep.job("lift_weak", "qc_fql", 1, BASELINE_VARIANT).args)
+    assert fql["algo"] == "fql" and fql["action_chunk"] == "1" and qc["algo"] == "qc_fql" and "action_chunk" not in qc
+    assert "beta.loss" not in fql and sac["beta.loss"] == "l2"
+    shared = {k: v for k, v in sac.items() if k not in ("policy", "beta.loss")}
+    for row in (fql, qc):  # the same data, budgets, seed and evaluation as the SAC Flow row
+        assert {k: row[k] for k in shared} == shared
+    assert variants_of("fql", ["l2", "beta0"]) == [BASELINE_VARIANT] and variants_of("flow_g", ["l2"]) == ["l2"]
+    with pytest.raises(ValueError, match="row fql has no variant 'l2'"):
+        sweep.job("lift_weak", "fql", 1, "l2")

@@ -18,10 +18,13 @@ def make_qvalue(
     activation: type[nn.Module] = nn.ReLU,
     in_keys: Sequence = ("observation", "action"),
     out_key: str = "state_action_value",
+    layer_norm: bool = False,
 ) -> ValueOperator:
     """A textbook SAC critic: an MLP on ``[s, a]`` writing ``"state_action_value"``.
 
     ``SACLoss``/``SACFlowLoss`` duplicate it into ``num_qvalue_nets`` independent copies.
+    ``layer_norm=True`` puts a ``LayerNorm`` after every hidden layer (before its activation), as
+    the critics of FQL / QC-FQL (seohongpark/fql, ColinQiyangLi/qc) have.
 
     Examples:
         >>> import torch
@@ -36,6 +39,8 @@ def make_qvalue(
         out_features=1,
         num_cells=list(num_cells),
         activation_class=activation,
+        norm_class=nn.LayerNorm if layer_norm else None,
+        norm_kwargs=[{"normalized_shape": int(n)} for n in num_cells] if layer_norm else None,
     )
     return ValueOperator(net, in_keys=list(in_keys), out_keys=[out_key])
 

@@ -318,15 +318,26 @@ class FQLLoss(LossModule):
             err = (err.unflatten(-1, (h, width // h)) * valid.unsqueeze(-1)).flatten(-2)
         return self._reduce_loss(err.mean(-1))
 
+    def _distill(self, tensordict: TensorDictBase) -> tuple[Tensor, Tensor]:
+        """The one-step action ``μ_ω(s, z)`` and its per-sample distillation error toward the flow's."""
+        noise = self._noise(tensordict, self._width(tensordict))
+        target = self.behaviour_action(tensordict, noise)
+        action = self._one_step(tensordict, noise, self.actor_network_params)
+        return action, (action - target).pow(2).mean(-1)
+
+    def distillation_loss(self, tensordict: TensorDictBase) -> Tensor:
+        """``mean_i (μ_ω(s, z) − flow(s, z))_i²`` alone, reduced: the actor loss without its Q term.
+
+        Behaviour cloning of the one-step policy (the recipe's pre-training phase, before any
+        critic exists); the gradient reaches the one-step policy only.
+        """
+        return self._reduce_loss(self._distill(tensordict)[1])
+
     def actor_loss(self, tensordict: TensorDictBase) -> tuple[Tensor, dict[str, Tensor]]:
         """``−λ mean_j Q_j(s, clip(μ_ω(s, z))) + α mean_i (μ_ω(s, z) − flow(s, z))_i²``, reduced, and
         the detached ``distill_loss`` and ``q_loss`` (reduced). Gradients reach the one-step policy
         only (the critic's parameters and the flow target are detached)."""
-        width = self._width(tensordict)
-        noise = self._noise(tensordict, width)
-        target = self.behaviour_action(tensordict, noise)
-        action = self._one_step(tensordict, noise, self.actor_network_params)
-        distill = (action - target).pow(2).mean(-1)
+        action, distill = self._distill(tensordict)
         q = self._q(tensordict, action.clamp(-1.0, 1.0), self.qvalue_network_params.detach()).mean(0)
         q_loss = -q
         if self.normalize_q_loss:

@@ -18,6 +18,7 @@ from torchrl_sacflow.training.collectors import make_collector, round_up_frames
 from torchrl_sacflow.training.config import (
     check_group_choices,
     config_fingerprint,
+    fingerprint_groups,
     validate_train_config,
 )
 from torchrl_sacflow.training.diagnostics import critic_diagnostics, flow_diagnostics
@@ -102,6 +103,7 @@ __all__ = [
     "ConfigError",
     "exit_on_config_error",
     "config_fingerprint",
+    "fingerprint_groups",
     "check_group_choices",
     "check_resume",
     "previous_run_files",

@@ -26,21 +26,33 @@ __all__ = [
     "FINGERPRINT_GROUPS",
     "check_collector_backend",
     "config_fingerprint",
+    "fingerprint_groups",
     "check_group_choices",
     "validate_train_config",
 ]
 
 # What must match between a checkpoint and the run resuming from it: the task and every
 # setting that shapes the networks or the loss. Budgets, logging and eval may change.
+# The offline-to-online recipe's `algo` and its `fql` block shape the networks too; they count where
+# the config has them (so the MuJoCo recipe's fingerprints are unchanged).
 FINGERPRINT_GROUPS = ("env", "policy", "critic")
+_OPTIONAL_FINGERPRINT_KEYS = ("algo", "fql")
 
 
 def _fingerprint_payload(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    return {group: cfg.get(group) for group in FINGERPRINT_GROUPS}
+    payload = {group: cfg.get(group) for group in FINGERPRINT_GROUPS}
+    payload.update({key: cfg[key] for key in _OPTIONAL_FINGERPRINT_KEYS if key in cfg})
+    return payload
+
+
+def fingerprint_groups(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """What :func:`config_fingerprint` hashes, for a checkpoint's metadata (names the differences on resume)."""
+    return _fingerprint_payload(cfg)
 
 
 def config_fingerprint(cfg: Mapping[str, Any]) -> str:
-    """A short hash of the ``env``, ``policy`` and ``critic`` groups (resolved, as plain data)."""
+    """A short hash of the ``env``, ``policy`` and ``critic`` groups (and, where the config has them,
+    the offline-to-online ``algo`` and ``fql`` settings), resolved, as plain data."""
     payload = json.dumps(_fingerprint_payload(cfg), sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 

@@ -15,6 +15,8 @@
 * :class:`FlowMatchingUpdate` — one behaviour-cloning step, the pre-training counterpart of
   :class:`~torchrl_sacflow.training.SACUpdate`.
 * :func:`make_chunked_sac_flow_loss` — the `critic` group's loss with a critic target discounted by γ^h.
+* :func:`make_learner` — the ``algo=`` choice (SAC Flow, FQL, QC-FQL, BC) as one :class:`Learner`:
+  the acting policy, the loss, and what the pre-training / offline / online phases step.
 * :func:`evaluate_success` — success rate of the deterministic (ODE) policy.
 * :func:`check_offline_online_config`, :func:`read_task_env_args`, :func:`check_chunking` — one-line
   errors (:class:`ConfigError`) for bad settings, a file of another task, mismatched chunk widths.
@@ -39,6 +41,7 @@ from torchrl_sacflow.training.offline_online.families import (
     resolve_offline_data,
     resolve_ogbench_dataset,
 )
+from torchrl_sacflow.training.offline_online.learners import ALGORITHMS, FQLUpdate, Learner, make_learner
 from torchrl_sacflow.training.offline_online.logs import truncate_phase_logs
 from torchrl_sacflow.training.offline_online.updates import (
     FlowMatchingUpdate,
@@ -63,6 +66,10 @@ __all__ = [
     "LinearSchedule",
     "FlowMatchingUpdate",
     "make_chunked_sac_flow_loss",
+    "ALGORITHMS",
+    "Learner",
+    "FQLUpdate",
+    "make_learner",
     "evaluate_success",
     "check_offline_online_config",
     "truncate_phase_logs",

@@ -41,6 +41,7 @@ def check_offline_online_config(cfg: Mapping[str, Any]) -> None:
     if cfg["policy"]["noise_std"] is None:
         raise ConfigError("policy.noise_std (σ, fixed sampling noise) must be set for offline-to-online, got null")
     _int(cfg["action_chunk"], "action_chunk (h, actions per chunk)", 1)
+    _check_algo(cfg)
     for key, options in (("terminal_rule", ("success", "dones")), ("action_out_of_bounds", ("error", "clip"))):
         if cfg.get(key, options[0]) not in options:
             raise ConfigError(f"unknown {key} {cfg.get(key)!r}: expected one of {', '.join(options)}")
@@ -79,6 +80,35 @@ def check_offline_online_config(cfg: Mapping[str, Any]) -> None:
     _int(cfg["eval"]["interval"], "eval.interval", 0)
     _int(cfg["checkpoint"]["interval"], "checkpoint.interval", 0)
     _check_dataset(cfg)
+
+
+def _check_algo(cfg: Mapping[str, Any]) -> None:
+    """``algo`` and, for FQL / QC-FQL, its chunking, critic and ``fql`` block."""
+    from torchrl_sacflow.training.offline_online.learners import ALGORITHMS
+
+    algo = cfg.get("algo", "sac_flow")
+    if algo not in ALGORITHMS:
+        raise ConfigError(f"unknown algo {algo!r}: expected one of {', '.join(ALGORITHMS)}")
+    if algo not in ("fql", "qc_fql"):
+        return
+    h = cfg["action_chunk"]
+    if algo == "fql" and h != 1:
+        raise ConfigError(f"algo=fql acts one action at a time: set action_chunk=1 (got {h}), or algo=qc_fql for chunks")
+    if algo == "qc_fql" and h == 1:
+        raise ConfigError("algo=qc_fql needs action_chunk > 1 (action_chunk=1 is algo=fql)")
+    if cfg["critic"]["name"] != "sac":
+        raise ConfigError(f"algo={algo} needs critic=sac (MLP critics with a Polyak target), got critic={cfg['critic']['name']}")
+    fql = cfg["fql"]
+    for key in ("alpha", "lr"):
+        if not _number(fql, key) >= 0:
+            raise ConfigError(f"fql.{key} must be >= 0, got {fql[key]!r}")
+    if fql["q_agg"] not in ("mean", "min"):
+        raise ConfigError(f"fql.q_agg must be 'mean' or 'min', got {fql['q_agg']!r}")
+    _int(fql["flow_steps"], "fql.flow_steps", 1)
+    cells = fql["actor_cells"]
+    if not isinstance(cells, (list, tuple)) or not cells or not all(
+            isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in cells):
+        raise ConfigError(f"fql.actor_cells must be a non-empty list of positive integers, got {cells!r}")
 
 
 def _check_dataset(cfg: Mapping[str, Any]) -> None:
