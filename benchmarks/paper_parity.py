@@ -84,6 +84,11 @@ ROWS: dict[str, tuple[list[str], str]] = {
     "gaussian": (["policy=gaussian", "preset=paper"],
                  "the Gaussian SAC baseline (TorchRL's Tanh-Normal actor) in the same pipeline: `policy=gaussian "
                  "preset=paper` (the same critic, optimiser and cadence)"),
+    "paper+falling_alpha": (
+        ["preset=paper", "policy.target_entropy=-1000"],
+        "`preset=paper` with a target entropy no run reaches (−1 000), so α only falls from 0.005 (at Adam's rate): "
+        "tests whether α *rising* stalls a seed (the tanh Jacobian in −log π reads saturated actions as a low "
+        "entropy, below −(K+1)·d, and the temperature rule answers with a larger α, hence a stronger −log σ push)"),
     "paper": (["preset=paper"],
               "`preset=paper` now: `paper_candidate` with α₀ = 0.005 (found as the candidate `paper_alpha_small`, "
               "renamed): the `−log σ` push (α per step and action entry) starts 10× smaller, and the target "
@@ -183,7 +188,7 @@ def run(args: argparse.Namespace) -> None:
 def report(args: argparse.Namespace | None = None) -> None:
     results = RESULTS_FILE.load()
     lines = [
-        "# Paper parity on HalfCheetah-v4 (issue 20)", "",
+        "# Paper parity: preset=paper / paper_code against the released code (issues 20, 33)", "",
         "`python -m benchmarks.paper_parity run` (then `report`); each run is the MuJoCo recipe, Flow-T,",
         "5 000 uniform-random steps, then 10 updates after every 10 env steps (the presets' cadence; rows",
         "marked 1 000 use 1 000 after every 1 000), CrossQ critic 2 × 1024, batch 512, actor every 3rd update;",
@@ -191,12 +196,14 @@ def report(args: argparse.Namespace | None = None) -> None:
         "(per-seed values in brackets). *train* = training episode return of the episode ending at that step;",
         "*eval* = deterministic noise-free ODE, 5 episodes. α, entropy (−mean log π), σ and the sampled-vs-ODE",
         "action gap are the last logged values. The released JAX code, same machine type: **2 481 @ 10k,",
-        "3 123 @ 13k** (mean of seeds 1/3/4; seed 1: 2 016 / 2 913 / 3 709 at 8k / 10k / 13k).", "",
+        "3 123 @ 13k** (seeds 1/3/4: 3 709 / 2 214 / 3 445 @ 13k; seed 1: 2 016 / 2 913 @ 8k / 10k); no released-code",
+        "run on the other tasks yet. *worst* = the lowest seed's training return at the last step.", "",
     ]
+    shown = set()
     for env, frames in sorted({_split_key(k)[:2] for k in results}, key=lambda ef: (ef[0] != DEFAULT_ENV, ef)):
         steps = [s for s in CHECKPOINTS if s <= frames][-2:]
         head = ["row", "seeds"] + [f"train @{s // 1000}k" for s in steps] + [f"eval @{s // 1000}k" for s in steps] \
-            + ["α", "entropy", "σ", "ODE gap", "wall min"]
+            + [f"worst @{s // 1000}k" for s in steps[-1:]] + ["α", "entropy", "σ", "ODE gap", "wall min"]
         lines += [f"## {ENVS[env]}, {frames} env steps", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for row in ROWS:
             runs = [v for k, v in sorted(results.items()) if _split_key(k)[:3] == (env, frames, row)]
@@ -205,11 +212,16 @@ def report(args: argparse.Namespace | None = None) -> None:
             cells = [f"`{row}`", str(len(runs))]
             cells += [fmt([r.get(f"train_return_{s}") for r in runs]) for s in steps]
             cells += [fmt([r.get(f"eval_return_{s}") for r in runs]) for s in steps]
+            for s in steps[-1:]:  # the worst seed at the last checkpoint
+                cells.append(fmt([min((r[f"train_return_{s}"] for r in runs if r.get(f"train_return_{s}") is not None),
+                                      default=None)]))
             cells += [fmt([r.get("alpha") for r in runs], 3), fmt([r.get("entropy") for r in runs], 1),
                       fmt([r.get("sigma_mean") for r in runs], 2), fmt([r.get("ode_action_gap") for r in runs], 2),
                       fmt([r["wall_time_s"] / 60 for r in runs])]
             lines.append("| " + " | ".join(cells) + " |")
-        lines += ["", "Rows: " + "; ".join(f"`{r}` {ROWS[r][1]}" for r in ROWS), ""]
+            shown.add(row)
+        lines.append("")
+    lines += ["Rows: " + "; ".join(f"`{r}` {ROWS[r][1]}" for r in ROWS if r in shown), ""]
     out = RESULTS.with_suffix(".md")
     out.write_text("\n".join(lines))
     _plot(results)
