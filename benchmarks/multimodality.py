@@ -231,7 +231,22 @@ class BlindVelocity(nn.Module):
         return self.inner(torch.zeros_like(action), observation, time)
 
 
-def _probe_actor(policy: str, noise_std: float | None = 0.1):
+# Flow-G variants for cloning (issue 30): the policy group's velocity_kwargs changed
+CLONE_VARIANTS: dict[str, tuple[str, dict]] = {
+    "flow_t": ("flow_t", {}),
+    "flow_mlp": ("flow_mlp", {}),
+    "flow_g": ("flow_g", {}),
+    "flow_g_unit": ("flow_g", {"candidate_slope": "unit"}),
+    "flow_g_relu": ("flow_g", {"activation": "relu"}),
+    "flow_g_unit_relu": ("flow_g", {"candidate_slope": "unit", "activation": "relu"}),
+    # the recipe's Flow-G width (2 x 128) instead of the probe's small [64]
+    "flow_g_128x2": ("flow_g", {"hidden_sizes": [128, 128]}),
+    "flow_g_128x2_relu": ("flow_g", {"hidden_sizes": [128, 128], "activation": "relu"}),
+    "flow_g_128x2_unit_relu": ("flow_g", {"hidden_sizes": [128, 128], "candidate_slope": "unit", "activation": "relu"}),
+}
+
+
+def _probe_actor(policy: str, noise_std: float | None = 0.1, velocity_kwargs: dict | None = None):
     """The recipe's policy group (small networks), flows with σ = ``noise_std`` (0.10, offline-to-online's
     setting, by default; ``None``: the recipe's learned state-dependent σ); ``flow_mlp_blind``: the
     naive flow with a :class:`BlindVelocity`."""
@@ -249,7 +264,7 @@ def _probe_actor(policy: str, noise_std: float | None = 0.1):
     if policy == "gaussian":
         cfg["num_cells"] = [64, 64]
     else:
-        cfg["velocity_kwargs"] = {**cfg["velocity_kwargs"], **small[policy]}
+        cfg["velocity_kwargs"] = {**cfg["velocity_kwargs"], **small[policy], **(velocity_kwargs or {})}
         cfg["noise_std"] = noise_std
         if noise_std is None:  # the learned σ(s) head, small like the velocity
             cfg["log_std_kwargs"] = {**cfg["log_std_kwargs"], "hidden_sizes": [64]}
@@ -282,6 +297,73 @@ def sac_exact_q(actor, bandit, *, alpha: float, steps: int, batch: int) -> None:
         opt.zero_grad()
         value.backward()
         opt.step()
+
+
+def clone_one(variant: str, seed: int, *, bc_steps: int = 300, batch: int = 256, lr: float = 3e-3) -> list[float]:
+    """Bandit2 mode fractions after behaviour cloning alone (the probe's BC phase) of a
+    :data:`CLONE_VARIANTS` policy."""
+    from tensordict import TensorDict
+
+    from torchrl_sacflow.envs import MultimodalBandit
+    from torchrl_sacflow.training.offline_online import FlowMatchingUpdate
+
+    bandit = MultimodalBandit(2)
+    peaks = torch.as_tensor(bandit.peaks, dtype=torch.float32)
+    torch.manual_seed(seed)
+    policy, kwargs = CLONE_VARIANTS[variant]
+    actor = _probe_actor(policy, velocity_kwargs=kwargs)
+    update = FlowMatchingUpdate(actor, lr=lr)
+    for _ in range(bc_steps):
+        a = peaks[torch.randint(0, 2, (batch,))] + 0.03 * torch.randn(batch, 2)
+        update(TensorDict({"observation": torch.zeros(batch, 2), "action": a}, [batch]))
+    return bandit.mode_fractions(_samples(actor), within=2.5).round(3).tolist()
+
+
+CLONE_RESULTS = RESULTS.parent / "multimodality_clone.json"
+
+
+def clone(args: argparse.Namespace) -> None:
+    """The ``clone`` table: per variant and budget, how many seeds keep both peaks after cloning.
+
+    Each (variant, steps, lr) cell's per-seed fractions are kept in ``multimodality_clone.json``; a
+    cell already there with the same seeds is not run again, and the table shows every recorded cell."""
+    torch.set_num_threads(1)
+    recorded = json.loads(CLONE_RESULTS.read_text()) if CLONE_RESULTS.is_file() else {}
+    for variant in args.variants:
+        for steps in args.steps:
+            key = f"{variant}/{steps}/{args.lr:g}"
+            if recorded.get(key, {}).get("seeds") == list(args.seeds):
+                continue
+            fractions = [clone_one(variant, s, bc_steps=steps, lr=args.lr) for s in args.seeds]
+            recorded[key] = {"seeds": list(args.seeds), "fractions": fractions}
+            CLONE_RESULTS.write_text(json.dumps(recorded, indent=1) + "\n")
+            print(key, fractions, flush=True)
+    budgets = sorted({tuple(k.split("/")[1:]) for k in recorded}, key=lambda b: (float(b[1]), int(b[0])))
+    lines = [
+        "# Behaviour cloning of Bandit2's two peaks: Flow-G variants (issue 30)", "",
+        "`python -m benchmarks.multimodality clone [--variants ...] [--steps 300 1000] [--lr 3e-3]`. The probe's BC "
+        "phase alone (demonstrations split 50/50 between the peaks, 0.03 noise; flow matching, Adam, batch 256; "
+        "the probe's small networks unless the variant says otherwise: Flow-G hidden [64], Flow-T d_model 32, "
+        "naive flow [64, 64]; σ = 0.10), seeds 0-9. Cells: seeds that keep both peaks (≥ "
+        f"{KEPT_SHARE:.0%} of 2 000 samples within 2.5 widths of each, ≥ {KEPT_TOTAL:.0%} on the two), then the "
+        "per-seed shares left/right.", "",
+        "| variant | velocity_kwargs | " + " | ".join(f"{n} steps, lr {lr}" for n, lr in budgets) + " |",
+        "|---|---|" + "---|" * len(budgets)]
+    for variant, (_, kwargs) in CLONE_VARIANTS.items():
+        cells = []
+        for steps, lr in budgets:
+            entry = recorded.get(f"{variant}/{steps}/{lr}")
+            if entry is None:
+                cells.append("–")
+                continue
+            fractions = entry["fractions"]
+            kept = sum(min(f) >= KEPT_SHARE and sum(f) >= KEPT_TOTAL for f in fractions)
+            cells.append(f"**{kept}/{len(fractions)}** (" + " · ".join(f"{a:.2f}/{b:.2f}" for a, b in fractions) + ")")
+        if any(c != "–" for c in cells):
+            lines.append(f"| {variant} | {' '.join(f'{k}={v}' for k, v in kwargs.items()) or 'defaults'} | "
+                         + " | ".join(cells) + " |")
+    CLONE_RESULTS.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
 
 
 def probe_one(policy: str, seed: int, *, bc_steps: int = 300, sac_steps: int = 500, batch: int = 256) -> dict:
@@ -469,6 +551,11 @@ def main(argv: list[str] | None = None) -> None:
     sub.add_parser("report")
     p_probe = sub.add_parser("probe", help="the policy class vs the objective on Bandit2 (~2 min per seed)")
     p_probe.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p_clone = sub.add_parser("clone", help="behaviour cloning alone on Bandit2, Flow-G variants (~5 s per seed)")
+    p_clone.add_argument("--variants", nargs="+", default=list(CLONE_VARIANTS), choices=list(CLONE_VARIANTS))
+    p_clone.add_argument("--seeds", nargs="+", type=int, default=list(range(10)))
+    p_clone.add_argument("--steps", nargs="+", type=int, default=[300, 1000])
+    p_clone.add_argument("--lr", type=float, default=3e-3)
     p_sweep = sub.add_parser("sweep", help="SAC from scratch on Bandit2 over the flow's σ and α (~10 s per cell)")
     p_sweep.add_argument("--policies", nargs="+", default=["flow_t", "flow_mlp"], choices=PROBE_POLICIES[:3])
     p_sweep.add_argument("--sigmas", nargs="+", default=["0.1", "0.3", "0.6", "learned"])
@@ -478,6 +565,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.cmd == "probe":
         return probe(args)
+    if args.cmd == "clone":
+        return clone(args)
     if args.cmd == "sweep":
         return sweep(args)
     if args.cmd == "run":

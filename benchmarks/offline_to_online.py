@@ -81,9 +81,13 @@ TASKS: dict[str, tuple[list[str], str]] = {
 POLICIES: dict[str, list[str]] = {
     "flow_t": ["policy=flow_t"], "flow_g": ["policy=flow_g"],
     "bc": ["algo=bc", "policy=flow_t"], "fql": ["algo=fql", "action_chunk=1"], "qc_fql": ["algo=qc_fql"],
+    # Flow-G's cloning (issue 30): pre-training alone, the defaults and the option that clones Bandit2
+    "bc_flow_g": ["algo=bc", "policy=flow_g"],
+    "bc_flow_g_unit_relu": ["algo=bc", "policy=flow_g", "policy.velocity_kwargs.candidate_slope=unit",
+                            "policy.velocity_kwargs.activation=relu"],
 }
 #: rows without SAC Flow's proximity variants: each runs once per seed, as variant ``BASELINE_VARIANT``
-BASELINES = ("bc", "fql", "qc_fql")
+BASELINES = ("bc", "fql", "qc_fql", "bc_flow_g", "bc_flow_g_unit_relu")
 BASELINE_VARIANT = "default"
 # fine-tuning variant -> (recipe overrides, what it is)
 VARIANTS: dict[str, tuple[list[str], str]] = {
@@ -103,7 +107,9 @@ QUICK = ["pretrain_steps=20", "offline_steps=4", "online_frames=8", "frames_per_
 _QUICK_FLOW_T = ["policy.velocity_kwargs.d_model=16", "policy.velocity_kwargs.num_heads=2",
                  "policy.velocity_kwargs.num_layers=1"]
 QUICK_POLICY = {"flow_t": _QUICK_FLOW_T, "flow_g": ["policy.velocity_kwargs.hidden_sizes=[16]"], "bc": _QUICK_FLOW_T,
-                "fql": ["fql.actor_cells=[16]"], "qc_fql": ["fql.actor_cells=[16]"]}
+                "fql": ["fql.actor_cells=[16]"], "qc_fql": ["fql.actor_cells=[16]"],
+                "bc_flow_g": ["policy.velocity_kwargs.hidden_sizes=[16]"],
+                "bc_flow_g_unit_relu": ["policy.velocity_kwargs.hidden_sizes=[16]"]}
 
 
 def variants_of(policy: str, variants) -> list[str]:

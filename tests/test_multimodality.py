@@ -79,3 +79,39 @@ def test_only_the_flow_keeps_both_peaks(kind, then_sac):
     left, right = _sac(actor) if then_sac else _fractions(actor)
     keeps_both = min(left, right) > 0.3 and left + right > 0.75
     assert keeps_both == (kind == "flow"), (left, right)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_flow_g_with_a_unit_slope_relu_candidate_clones_both_peaks(seed):
+    """Flow-G cloned by flow matching puts ≥ 25 % of its samples on each peak (issue 30) with
+    ``candidate_slope="unit"`` and ``activation="relu"``; the defaults (κ·tanh(c), SiLU) spread the
+    samples between the peaks instead (``python -m benchmarks.multimodality clone``)."""
+    torch.manual_seed(seed)
+    kwargs = {"hidden_sizes": [64, 64], "candidate_slope": "unit", "activation": "relu"}
+    actor = make_flow_actor(SPEC, 2, velocity="gru", noise_std=0.1, velocity_kwargs=kwargs)
+    update = FlowMatchingUpdate(actor, lr=3e-3)
+    for _ in range(300):
+        update(_demos())
+    left, right = _fractions(actor)
+    assert min(left, right) >= 0.25 and left + right >= 0.75, (left, right)
+
+
+def test_gated_velocity_unit_slope_keeps_the_bound_and_passes_small_candidates_through():
+    from torchrl_sacflow import GatedVelocity
+
+    unit, bound = (GatedVelocity(2, 1, candidate_slope=s, candidate_bound=50.0) for s in ("unit", "bound"))
+    c = torch.tensor([[1e-3, -0.5], [400.0, -400.0]])
+    torch.testing.assert_close(50.0 * torch.tanh(c / 50.0)[0], c[0], rtol=1e-3, atol=1e-6)  # slope 1 near 0
+    with torch.no_grad():  # the candidate head's bias sets c: compare the two parameterisations on it
+        for v in (unit, bound):
+            v.candidate[-1].weight.zero_()
+            v.candidate[-1].bias.copy_(torch.tensor([0.01, 400.0]))
+    _, cand_unit = unit.gate_and_candidate(torch.zeros(1, 2), unit.encode_state(torch.zeros(1, 1)), 0.5)
+    _, cand_bound = bound.gate_and_candidate(torch.zeros(1, 2), bound.encode_state(torch.zeros(1, 1)), 0.5)
+    torch.testing.assert_close(cand_unit[0, 0], torch.tensor(0.01), rtol=1e-3, atol=0)
+    torch.testing.assert_close(cand_bound[0, 0], 50.0 * torch.tanh(torch.tensor(0.01)))  # ×50 amplified
+    assert 49.0 < cand_unit[0, 1] <= 50.0 and 49.0 < cand_bound[0, 1] <= 50.0  # the same bound κ
+    with pytest.raises(ValueError, match="candidate_slope must be 'bound' or 'unit', got 'steep'"):
+        GatedVelocity(2, 1, candidate_slope="steep")
+    with pytest.raises(ValueError, match="activation must be one of"):
+        GatedVelocity(2, 1, activation="swish")

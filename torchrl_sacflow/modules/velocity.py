@@ -209,6 +209,9 @@ class MLPVelocity(VelocityField):
         return _run_from(self.trunk, self.input.step(action, context, time), fresh=True)
 
 
+_TRUNK_ACTIVATIONS = {"silu": nn.SiLU, "relu": nn.ReLU, "gelu": nn.GELU}
+
+
 class GatedVelocity(VelocityField):
     """Flow-G: a GRU-style gated velocity ``v = g ⊙ (ĉ − A)`` (paper Eq. 6).
 
@@ -216,6 +219,14 @@ class GatedVelocity(VelocityField):
     candidate, so one Euler step ``A + Δt · g ⊙ (ĉ − A)`` interpolates between keeping the
     intermediate action and rewriting it. The gate's last layer starts at weight 0 and bias +5
     (``g ≈ 0.993``): training starts from an (almost) ungated flow and learns where to close it.
+
+    Behaviour cloning (flow matching) of a multimodal data set is where the defaults fall short:
+    ``κ · tanh(c)`` multiplies the candidate network's output by κ = 50 where it matters (|c| ≪ 1),
+    so every optimiser step moves the velocity ~κ times further than the same step moves an MLP
+    velocity, and the smooth SiLU trunk splits the flow between modes slowly. On two modes
+    (``(±0.5, 0)``, 300 flow-matching steps at lr 3e-3, 6 seeds) the defaults leave 0.26–0.31 of the
+    samples on each mode (none sharp); ``candidate_slope="unit"`` with ``activation="relu"`` puts
+    0.38–0.49 on each in 6 of 6 seeds (``docs/offline_to_online.md``, "Flow-G that clones").
 
     Args:
         action_dim (int): action size ``d``.
@@ -226,7 +237,15 @@ class GatedVelocity(VelocityField):
             Default ``(128, 128)`` (paper: hidden 128, swish).
         candidate_bound (float): κ, the bound of the candidate. Default 50 (the reference code's).
         gate_bias_init (float): initial bias of the gate head. Default 5.0.
-        activation (nn.Module class): default :class:`~torch.nn.SiLU` (swish).
+        activation (nn.Module class or str): the trunks' activation, a class or ``"silu"``,
+            ``"relu"``, ``"gelu"``. Default :class:`~torch.nn.SiLU` (swish, paper).
+        candidate_slope (str): ``"bound"`` (default, paper and reference code): ``ĉ = κ·tanh(c)``;
+            ``"unit"``: ``ĉ = κ·tanh(c/κ)``, the same bound with slope 1 at ``c = 0``, so the
+            candidate network's output is the candidate itself wherever ``|ĉ| ≪ κ``.
+
+    Raises:
+        ValueError: no hidden layer, ``candidate_bound <= 0``, or an unknown ``activation`` /
+            ``candidate_slope``.
 
     Examples:
         >>> v = GatedVelocity(action_dim=2, observation_dim=3)
@@ -242,7 +261,8 @@ class GatedVelocity(VelocityField):
         hidden_sizes: Sequence[int] = (128, 128),
         candidate_bound: float = 50.0,
         gate_bias_init: float = 5.0,
-        activation: type[nn.Module] = nn.SiLU,
+        activation: type[nn.Module] | str = nn.SiLU,
+        candidate_slope: str = "bound",
     ):
         super().__init__(action_dim, observation_dim)
         hidden_sizes = tuple(hidden_sizes)
@@ -250,7 +270,15 @@ class GatedVelocity(VelocityField):
             raise ValueError("GatedVelocity needs at least one hidden layer")
         if candidate_bound <= 0:
             raise ValueError(f"candidate_bound must be > 0, got {candidate_bound}")
+        if candidate_slope not in ("bound", "unit"):
+            raise ValueError(f"candidate_slope must be 'bound' or 'unit', got {candidate_slope!r}")
+        if isinstance(activation, str):
+            if activation not in _TRUNK_ACTIVATIONS:
+                raise ValueError(f"activation must be one of {tuple(_TRUNK_ACTIVATIONS)} or an nn.Module class, "
+                                 f"got {activation!r}")
+            activation = _TRUNK_ACTIVATIONS[activation]
         self.candidate_bound = float(candidate_bound)
+        self.candidate_slope = candidate_slope
         self.hidden = hidden_sizes[0]
         # The gate and candidate MLPs share their input [A, s, t]; their first layers are stored as
         # one Linear with 2 × hidden outputs (rows [:h] gate, [h:] candidate) so one matmul does both.
@@ -282,8 +310,9 @@ class GatedVelocity(VelocityField):
             g_in, c_in = h.split(self.hidden, dim=-1)
             g_out, c_out = self.gate(g_in), self.candidate(c_in)
         gate = torch.sigmoid(g_out)
-        cand = self.candidate_bound * torch.tanh(c_out)
-        return gate, cand
+        if self.candidate_slope == "unit":
+            return gate, self.candidate_bound * torch.tanh(c_out / self.candidate_bound)
+        return gate, self.candidate_bound * torch.tanh(c_out)
 
     def step(self, action, context, time):
         gate, cand = self.gate_and_candidate(action, context, time)
