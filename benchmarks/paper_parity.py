@@ -89,6 +89,11 @@ ROWS: dict[str, tuple[list[str], str]] = {
         "`preset=paper` with a target entropy no run reaches (−1 000), so α only falls from 0.005 (at Adam's rate): "
         "tests whether α *rising* stalls a seed (the tanh Jacobian in −log π reads saturated actions as a low "
         "entropy, below −(K+1)·d, and the temperature rule answers with a larger α, hence a stronger −log σ push)"),
+    "paper+pre_tanh_alpha": (
+        ["preset=paper", "optim.alpha_entropy=pre_tanh"],
+        "`preset=paper` with the temperature rule reading the path density before the tanh "
+        "(`optim.alpha_entropy=pre_tanh`): saturated actions no longer read as a low entropy, so α does not rise "
+        "because the policy saturates; the target −(K+1)·d then binds only once σ is small (≈ 0.1 at K = 4)"),
     "paper": (["preset=paper"],
               "`preset=paper` now: `paper_candidate` with α₀ = 0.005 (found as the candidate `paper_alpha_small`, "
               "renamed): the `−log σ` push (α per step and action entry) starts 10× smaller, and the target "

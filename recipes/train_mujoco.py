@@ -89,7 +89,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     losses = make_loss(c["critic"], actor, observation_dim=obs_dim, action_dim=action_dim(eval_env),
                        gamma=opt["gamma"], alpha_init=opt["alpha_init"],
                        target_entropy=c["policy"]["target_entropy"], device=device,
-                       alpha_objective=opt["alpha_objective"])
+                       alpha_objective=opt["alpha_objective"], alpha_entropy=opt["alpha_entropy"])
     actor_optim, critic_optim, alpha_optim = make_optimizers(
         losses.loss_module, actor_lr=opt["actor_lr"], critic_lr=opt["critic_lr"], alpha_lr=opt["alpha_lr"],
         actor_betas=(opt["actor_beta1"], 0.999), critic_betas=(opt["critic_beta1"], 0.999),

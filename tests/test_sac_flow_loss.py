@@ -657,3 +657,61 @@ def test_bad_proximity_loss_and_flow_matching_proximity_needs_a_flow():
     with pytest.raises(ValueError, match="needs a flow actor"):
         SACFlowLoss(_gaussian_actor(), make_qvalue(N_OBS, N_ACT, num_cells=(16,)), proximity_coef=1.0,
                     proximity_loss="flow_matching")
+
+
+def test_pre_tanh_alpha_entropy_adds_back_the_squash_jacobian():
+    """``alpha_entropy="pre_tanh"``: the temperature reads ``log π + Σ log(1 − a²)`` (the path density
+    before the tanh); the actor loss keeps ``log π``."""
+    loss = _loss(alpha_entropy="pre_tanh")
+    td = _data()
+    action = torch.tensor([[0.5, -0.2], [0.9999, -0.9999]]).repeat(BATCH // 2, 1)
+    log_prob, min_q = torch.randn(BATCH), torch.randn(BATCH)
+    loss_actor, meta = loss.actor_objective(td, action, log_prob, min_q)
+    x = torch.atanh(action)  # the pre-tanh action, independently
+    expected = log_prob + torch.log(1 - torch.tanh(x) ** 2).sum(-1)
+    torch.testing.assert_close(meta["alpha_log_prob"], expected, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(meta["log_prob"], log_prob)
+    torch.testing.assert_close(loss_actor, (loss._alpha * log_prob - min_q).mean())
+    assert "alpha_log_prob" not in _loss().actor_objective(td, action, log_prob, min_q)[1]
+
+
+def test_pre_tanh_alpha_does_not_rise_because_actions_saturate():
+    """Saturated actions: ``−log π`` of the action is far below the target −(K+1)·d, so SAC's rule
+    raises α (negative gradient on log α); the pre-tanh entropy is above it, so α falls."""
+    loss = _loss(alpha_entropy="pre_tanh", target_entropy="auto_path")  # target −(4+1)·2 = −10
+    action = torch.full((BATCH, N_ACT), 0.99999)
+    log_prob = torch.full((BATCH,), 5.0) - loss.squash_log_jacobian(action)  # pre-tanh log p = 5: entropy −5 > −10
+    _, meta = loss.actor_objective(_data(), action, log_prob, torch.zeros(BATCH))
+    assert -log_prob.mean() < loss.target_entropy < -meta["alpha_log_prob"].mean()
+    grads = {}
+    for key in ("log_prob", "alpha_log_prob"):
+        loss.log_alpha.grad = None
+        loss.alpha_loss(meta[key]).mean().backward()
+        grads[key] = loss.log_alpha.grad.item()
+    assert grads["log_prob"] < 0 < grads["alpha_log_prob"]  # descent: α up with "action", down with "pre_tanh"
+
+
+def test_forward_and_sac_update_give_the_temperature_the_pre_tanh_density():
+    from torchrl_sacflow.training import SACUpdate
+
+    loss = _loss(alpha_entropy="pre_tanh", alpha_init=0.1)
+    td = _data()
+    torch.manual_seed(7)
+    loss.qvalue_v2_loss(td)  # the draws forward makes, in its order
+    _, meta = loss.actor_loss(td)
+    torch.manual_seed(7)
+    out = loss(td)
+    torch.testing.assert_close(out["loss_alpha"], loss.alpha_loss(meta["alpha_log_prob"]).mean())
+    assert not torch.allclose(out["loss_alpha"], loss.alpha_loss(meta["log_prob"]).mean())
+    torch.testing.assert_close(out["entropy"], -meta["log_prob"].mean())  # the logged entropy is still −log π's
+    optim = torch.optim.Adam(loss.parameters())
+    update = SACUpdate(loss, actor_optim=optim, critic_optim=optim)
+    _, loss_alpha, _ = update._reduce_actor(torch.zeros(BATCH), meta)
+    torch.testing.assert_close(loss_alpha, loss.alpha_loss(meta["alpha_log_prob"]).mean())
+
+
+def test_bad_alpha_entropy():
+    with pytest.raises(ValueError, match="alpha_entropy must be 'action' or 'pre_tanh', got 'post'"):
+        _loss(alpha_entropy="post")
+    with pytest.raises(ValueError, match="alpha_entropy='pre_tanh' needs a flow actor"):
+        SACFlowLoss(_gaussian_actor(), make_qvalue(N_OBS, N_ACT, num_cells=(32, 32)), alpha_entropy="pre_tanh")

@@ -207,6 +207,7 @@ BAD_INPUTS = {  # name: (overrides, expected message)
     "collector compile": (["collector.compile_policy=1"], "collector.compile_policy must be true, false or"),
     "autocast": (["optim.autocast=fp16"], "optim.autocast must be null or bf16, got 'fp16'"),
     "alpha objective": (["optim.alpha_objective=alpha2"], "optim.alpha_objective must be log_alpha or alpha"),
+    "alpha entropy": (["optim.alpha_entropy=post_tanh"], "optim.alpha_entropy must be action or pre_tanh"),
     "velocity init": (["+policy.velocity_kwargs.init=xavier"], "init must be one of"),
     "log-prob kind": (["policy.log_prob=marginal"], "unknown policy.log_prob 'marginal'"),
     "sigma head on gru": (["policy.velocity=gru", "policy.sigma_head=velocity"], "policy.sigma_head=velocity needs"),

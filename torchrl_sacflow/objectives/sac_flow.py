@@ -104,6 +104,14 @@ class SACFlowLoss(FastSACLoss):
             ``"alpha"`` (the SAC paper's ``J(α)``, CleanRL and the paper's released code):
             ``−α · (log π + H̄)``, whose gradient on ``log α`` shrinks with α, so α falls more
             slowly once it is small. Both have the same fixed point.
+        alpha_entropy (str): the entropy the temperature loss compares with its target.
+            ``"action"`` (default, SAC's): ``−log π`` of the squashed action, the tanh/rescale
+            Jacobian included, as everywhere else. ``"pre_tanh"`` (flow actors only): the path
+            log-density before the squash, ``log π + Σ_j log(scale_j (1 − y_j²))`` with
+            ``y = (a − loc)/scale`` clipped to ``±(1 − 1e-6)``, so actions that saturate the tanh do
+            not read as a low entropy and α does not rise because the policy saturates (the
+            actor loss and the critic target keep the full ``log π``). Why:
+            ``benchmarks/results/paper_parity_notes.md`` §6.
         **kwargs: every other keyword of :class:`~torchrl.objectives.SACLoss` (``fixed_alpha``,
             ``min_alpha``, ``max_alpha``, ``delay_qvalue``, ``reduction``, ``deactivate_vmap``,
             ``skip_done_states``, ``action_spec``, ...).
@@ -166,12 +174,15 @@ class SACFlowLoss(FastSACLoss):
         proximity_loss: str = "l2",
         log_path_grad_norms: bool = False,
         alpha_objective: str = "log_alpha",
+        alpha_entropy: str = "action",
         **kwargs,
     ) -> None:
         if proximity_loss not in ("l2", "flow_matching"):
             raise ValueError(f"proximity_loss must be 'l2' or 'flow_matching', got {proximity_loss!r}")
         if alpha_objective not in ("log_alpha", "alpha"):
             raise ValueError(f"alpha_objective must be 'log_alpha' or 'alpha', got {alpha_objective!r}")
+        if alpha_entropy not in ("action", "pre_tanh"):
+            raise ValueError(f"alpha_entropy must be 'action' or 'pre_tanh', got {alpha_entropy!r}")
         if kwargs.get("value_network") is not None:
             raise ValueError("SACFlowLoss implements SAC v2 (no state-value network)")
         if target_entropy == "auto_path":
@@ -198,6 +209,9 @@ class SACFlowLoss(FastSACLoss):
             raise ValueError("log_path_grad_norms=True needs a flow actor (built by make_flow_actor)")
         if proximity_loss == "flow_matching" and self._flow_rollout is None:
             raise ValueError("proximity_loss='flow_matching' needs a flow actor (built by make_flow_actor)")
+        if alpha_entropy == "pre_tanh" and self._flow_rollout is None:
+            raise ValueError("alpha_entropy='pre_tanh' needs a flow actor (built by make_flow_actor)")
+        self.alpha_entropy = alpha_entropy
         self.proximity_loss = proximity_loss
         self._actor_has_batch_norm = any(isinstance(m, ActorBatchRenorm) for m in self.actor_network.modules())
 
@@ -289,6 +303,8 @@ class SACFlowLoss(FastSACLoss):
             raise RuntimeError(f"Losses shape mismatch: {log_prob.shape} and {min_q.shape}")
         loss_actor = self._alpha * log_prob - min_q
         metadata = {"log_prob": log_prob.detach()}
+        if self.alpha_entropy == "pre_tanh":  # what the temperature loss reads instead (forward, SACUpdate)
+            metadata["alpha_log_prob"] = (log_prob + self.squash_log_jacobian(a_reparm)).detach()
         if self._use_proximity:
             a_buffer = tensordict.get(self.tensor_keys.action)
             if self.proximity_loss == "flow_matching":
@@ -305,6 +321,13 @@ class SACFlowLoss(FastSACLoss):
             metadata["path_grad_norm"] = self._path_grad_norms(loss_actor, dist)
         loss_actor = self._reduce_loss(loss_actor, tensordict=tensordict, weights=weights)
         return loss_actor, metadata
+
+    def squash_log_jacobian(self, action: Tensor) -> Tensor:
+        """``Σ_j log(scale_j (1 − y_j²))``, ``y = (a − loc)/scale`` clipped to ``±(1 − 1e-6)``: the log
+        Jacobian of the flow actor's squash at ``action`` (``[*B, d]`` → ``[*B]``)."""
+        rollout = self._flow_rollout
+        y = ((action - rollout.action_loc) / rollout.action_scale).clamp(-1 + 1e-6, 1 - 1e-6)
+        return (torch.log1p(-y * y) + rollout.action_scale.log()).sum(-1)
 
     def _flow_matching_error(self, tensordict: TensorDictBase, a_buffer: Tensor) -> Tensor:
         """Per-sample flow-matching error of the buffer action under the actor's velocity."""
@@ -393,7 +416,8 @@ class SACFlowLoss(FastSACLoss):
         loss_qvalue, value_metadata = self.qvalue_v2_loss(tensordict)
         loss_actor, metadata = self.actor_loss(tensordict)
         log_prob = metadata.pop("log_prob")
-        loss_alpha = self._reduce_loss(self._alpha_loss(log_prob=log_prob), tensordict=tensordict,
+        alpha_log_prob = metadata.pop("alpha_log_prob", log_prob)
+        loss_alpha = self._reduce_loss(self._alpha_loss(log_prob=alpha_log_prob), tensordict=tensordict,
                                        weights=self._maybe_get_priority_weight(tensordict))
         tensordict.set(self.tensor_keys.priority, value_metadata["td_error"])
         if loss_actor.shape != loss_qvalue.shape:

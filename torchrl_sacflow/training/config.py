@@ -208,6 +208,10 @@ def validate_train_config(cfg: Mapping[str, Any]) -> None:
         raise ConfigError(f"optim.autocast must be null or bf16, got {cfg['optim']['autocast']!r}")
     if cfg["optim"].get("alpha_objective", "log_alpha") not in ("log_alpha", "alpha"):
         raise ConfigError(f"optim.alpha_objective must be log_alpha or alpha, got {cfg['optim']['alpha_objective']!r}")
+    if cfg["optim"].get("alpha_entropy", "action") not in ("action", "pre_tanh"):
+        raise ConfigError(f"optim.alpha_entropy must be action or pre_tanh, got {cfg['optim']['alpha_entropy']!r}")
+    if cfg["optim"].get("alpha_entropy", "action") == "pre_tanh" and cfg["policy"].get("kind") != "flow":
+        raise ConfigError(f"optim.alpha_entropy=pre_tanh needs a flow policy, got policy={cfg['policy'].get('name')}")
     _positive_int(cfg["replay_buffer"]["size"], "replay_buffer.size")
     _positive_int(cfg["optim"]["batch_size"], "optim.batch_size")
     if not cfg["optim"]["utd_ratio"] > 0:

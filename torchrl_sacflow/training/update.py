@@ -183,7 +183,8 @@ class SACUpdate:
     def _reduce_actor(self, loss_actor: torch.Tensor, metadata: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(mean actor loss, α loss, detached log-prob)`` from the actor loss and its metadata."""
         log_prob = metadata["log_prob"].detach()
-        loss_alpha = self.loss_module.alpha_loss(log_prob).mean()
+        # a loss may give the temperature another log-density (SACFlowLoss(alpha_entropy="pre_tanh"))
+        loss_alpha = self.loss_module.alpha_loss(metadata.get("alpha_log_prob", log_prob).detach()).mean()
         return loss_actor.mean(), loss_alpha, log_prob
 
     def _precision(self, batch: TensorDictBase):
