@@ -6,7 +6,7 @@ mass in the valley; a flow whose velocity never sees ``A_i`` cannot bend its bas
 like the Gaussian. SAC's actor objective then (the bandit's exact Q, so no critic learning in the way;
 α = 0.01 and σ = 0.1 fixed) keeps the cloned flow on both peaks, and leaves the Gaussian on one or
 between them. From scratch SAC collapses the naive flow too in 16 of 20 seeds: with σ fixed the path
-log-density depends on the velocity only through the tanh term, so nothing rewards a second mode (``benchmarks/multimodality.py probe`` measures all of it).
+log-density depends on the velocity only through the tanh term, so nothing rewards a second mode (``python -m benchmarks.multimodality probe`` measures all of it).
 """
 import pytest
 import torch

@@ -92,7 +92,7 @@ class BanditActionValue(nn.Module):
     """The exact action value of a :class:`MultimodalBandit`, ``Q(s, a) = r(a)``, as a critic module.
 
     A one-step bandit's Q is its reward, so the SAC actor objective can be studied with no critic
-    learning in the way (``benchmarks/multimodality.py probe``, ``tests/test_multimodality.py``).
+    learning in the way (``python -m benchmarks.multimodality probe``, ``tests/test_multimodality.py``).
     Wrap it as TorchRL critics are: ``TensorDictModule(BanditActionValue(bandit), ["observation",
     "action"], ["state_action_value"])``.
 
