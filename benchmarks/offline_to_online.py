@@ -54,6 +54,8 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
 from benchmarks.sweep import (OUTPUTS, REPO, RESULTS_DIR, Job, Results, command_line, fmt, plot_curves,
                               run_curve, run_jobs, summary)
 
@@ -85,9 +87,11 @@ POLICIES: dict[str, list[str]] = {
     "bc_flow_g": ["algo=bc", "policy=flow_g"],
     "bc_flow_g_unit_relu": ["algo=bc", "policy=flow_g", "policy.velocity_kwargs.candidate_slope=unit",
                             "policy.velocity_kwargs.activation=relu"],
+    "bc_flow_g_256x3_unit_relu": ["algo=bc", "policy=flow_g", "policy.velocity_kwargs.hidden_sizes=[256,256,256]",
+                                  "policy.velocity_kwargs.candidate_slope=unit", "policy.velocity_kwargs.activation=relu"],
 }
 #: rows without SAC Flow's proximity variants: each runs once per seed, as variant ``BASELINE_VARIANT``
-BASELINES = ("bc", "fql", "qc_fql", "bc_flow_g", "bc_flow_g_unit_relu")
+BASELINES = ("bc", "fql", "qc_fql", "bc_flow_g", "bc_flow_g_unit_relu", "bc_flow_g_256x3_unit_relu")
 BASELINE_VARIANT = "default"
 # fine-tuning variant -> (recipe overrides, what it is)
 VARIANTS: dict[str, tuple[list[str], str]] = {
@@ -109,7 +113,8 @@ _QUICK_FLOW_T = ["policy.velocity_kwargs.d_model=16", "policy.velocity_kwargs.nu
 QUICK_POLICY = {"flow_t": _QUICK_FLOW_T, "flow_g": ["policy.velocity_kwargs.hidden_sizes=[16]"], "bc": _QUICK_FLOW_T,
                 "fql": ["fql.actor_cells=[16]"], "qc_fql": ["fql.actor_cells=[16]"],
                 "bc_flow_g": ["policy.velocity_kwargs.hidden_sizes=[16]"],
-                "bc_flow_g_unit_relu": ["policy.velocity_kwargs.hidden_sizes=[16]"]}
+                "bc_flow_g_unit_relu": ["policy.velocity_kwargs.hidden_sizes=[16]"],
+                "bc_flow_g_256x3_unit_relu": ["policy.velocity_kwargs.hidden_sizes=[16]"]}
 
 
 def variants_of(policy: str, variants) -> list[str]:
@@ -394,6 +399,32 @@ def lift_report(results: list[dict], out_md: Path, command: str, parallel: int, 
     print(out_md.read_text())
 
 
+def action_errors(run_dirs: list[Path], every: int = 3) -> None:
+    """Per action entry, ``|a_ODE(s) − a_data|`` of each run's pre-trained policy (its checkpoint's
+    ``policy``) at every ``every``-th state of its own dataset, averaged over the states and the chunk."""
+    from omegaconf import OmegaConf
+    from tensordict import TensorDict
+    from torchrl.envs.utils import ExplorationType, set_exploration_type
+
+    from torchrl_sacflow.training import make_policy
+    from torchrl_sacflow.training.offline_online import resolve_offline_data
+
+    torch.set_num_threads(1)
+    for run_dir in run_dirs:
+        cfg = OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"), resolve=True)
+        data = resolve_offline_data(cfg)
+        env = data.make_env(seed=0)
+        offline = data.load(env)
+        actor = make_policy(cfg["policy"], env.action_spec, int(offline["observation"].shape[-1]))
+        actor.load_state_dict(torch.load(run_dir / "checkpoint" / "components" / "0005-policy" / "state.pt",
+                                         weights_only=False))
+        rows = offline[::every]
+        with torch.no_grad(), set_exploration_type(ExplorationType.DETERMINISTIC):
+            action = actor(TensorDict({"observation": rows["observation"]}, rows.batch_size))["action"]
+        err = (action - rows["action"]).abs().reshape(len(rows), cfg["action_chunk"], -1).mean((0, 1))
+        print(f"{run_dir}: " + " ".join(f"{e:.3f}" for e in err.tolist()), flush=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else list(argv)
     overrides = argv[argv.index("--") + 1:] if "--" in argv else []
@@ -415,10 +446,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--policies", nargs="+", default=["flow_t", "flow_g"], choices=LIFT_POLICIES)
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--parallel", type=int, default=2, help="runs at a time (one torch thread each)")
+    p = sub.add_parser("action-errors", help="per action entry, |a_ODE - a_data| of finished runs' policies")
+    p.add_argument("run_dirs", nargs="+", type=Path)
     args = parser.parse_args(own)
     args.overrides = overrides
     if args.cmd == "lift":
         return lift(args)
+    if args.cmd == "action-errors":
+        return action_errors(args.run_dirs)
     sweep = Sweep(args)
     if args.cmd == "run":
         if args.quick:
