@@ -87,11 +87,12 @@ POLICIES: dict[str, list[str]] = {
     "bc_flow_g": ["algo=bc", "policy=flow_g"],
     "bc_flow_g_unit_relu": ["algo=bc", "policy=flow_g", "policy.velocity_kwargs.candidate_slope=unit",
                             "policy.velocity_kwargs.activation=relu"],
+    "bc_flow_g_256x3": ["algo=bc", "policy=flow_g", "policy.velocity_kwargs.hidden_sizes=[256,256,256]"],
     "bc_flow_g_256x3_unit_relu": ["algo=bc", "policy=flow_g", "policy.velocity_kwargs.hidden_sizes=[256,256,256]",
                                   "policy.velocity_kwargs.candidate_slope=unit", "policy.velocity_kwargs.activation=relu"],
 }
 #: rows without SAC Flow's proximity variants: each runs once per seed, as variant ``BASELINE_VARIANT``
-BASELINES = ("bc", "fql", "qc_fql", "bc_flow_g", "bc_flow_g_unit_relu", "bc_flow_g_256x3_unit_relu")
+BASELINES = ("bc", "fql", "qc_fql", "bc_flow_g", "bc_flow_g_unit_relu", "bc_flow_g_256x3", "bc_flow_g_256x3_unit_relu")
 BASELINE_VARIANT = "default"
 # fine-tuning variant -> (recipe overrides, what it is)
 VARIANTS: dict[str, tuple[list[str], str]] = {
@@ -114,6 +115,7 @@ QUICK_POLICY = {"flow_t": _QUICK_FLOW_T, "flow_g": ["policy.velocity_kwargs.hidd
                 "fql": ["fql.actor_cells=[16]"], "qc_fql": ["fql.actor_cells=[16]"],
                 "bc_flow_g": ["policy.velocity_kwargs.hidden_sizes=[16]"],
                 "bc_flow_g_unit_relu": ["policy.velocity_kwargs.hidden_sizes=[16]"],
+                "bc_flow_g_256x3": ["policy.velocity_kwargs.hidden_sizes=[16]"],
                 "bc_flow_g_256x3_unit_relu": ["policy.velocity_kwargs.hidden_sizes=[16]"]}
 
 
