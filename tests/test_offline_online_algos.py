@@ -108,7 +108,9 @@ def test_fql_acting_policy_is_the_clipped_one_step_policy(data_dir, tmp_path):
         make_learner(cfg, Bounded(-2.0, 2.0, shape=(10,)), observation_dim=7, action_width=10)
 
 
-def test_bc_stops_after_pre_training(data_dir, tmp_path):
+def test_bc_stops_after_pre_training(data_dir, tmp_path, capsys):
+    from benchmarks.offline_to_online import action_errors
+
     run = tmp_path / "run"
     summary = _train(data_dir, run, "algo=bc", "action_chunk=2")
     assert summary["algo"] == "bc" and summary["phase"] == "done"
@@ -116,6 +118,13 @@ def test_bc_stops_after_pre_training(data_dir, tmp_path):
     assert summary["final_success_rate"] == summary["success_rate_after_pretrain"] is not None
     assert read_csv_scalar(run, "pretrain/loss_flow_matching")[0] == [10, 20]
     assert read_csv_scalar(run, "offline/loss_qvalue")[0] == []
+    # the benchmark's per-entry action error of the saved policy: one value per primitive action entry
+    capsys.readouterr()
+    action_errors([run], every=1)
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.startswith(f"{run}: ")
+    errors = [float(x) for x in line.split(": ", 1)[1].split()]
+    assert len(errors) == 5 and all(0.0 < e < 2.0 for e in errors)  # cube actions: 5 entries in [-1, 1]
 
 
 @pytest.mark.parametrize("overrides, message", [
